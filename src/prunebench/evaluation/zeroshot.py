@@ -124,8 +124,11 @@ def to_json(value) -> dict:
     return json.loads(json.dumps(value, default=handle_non_serializable))
 
 
-def evaluate_zeroshot(model: torch.nn.Module, tokenizer, config: ZeroShotConfig) -> dict:
+def evaluate_zeroshot(model: torch.nn.Module, tokenizer, config: ZeroShotConfig, manager=None) -> dict:
     """Run lm-eval on ``model`` in memory; returns a JSON-able dict.
+
+    ``manager`` is a ``TaskManager`` from :func:`task_manager` when the caller checked the task names
+    already (before loading the model); otherwise one is built here.
 
     Keys: ``rows`` (tidy metrics, ``acc`` and ``acc_norm`` where a task has them), ``protocol`` (this
     config, lm-eval version, task versions, batch size, seed, limit), ``results`` (lm-eval's full results
@@ -136,7 +139,8 @@ def evaluate_zeroshot(model: torch.nn.Module, tokenizer, config: ZeroShotConfig)
         raise PrunebenchError("zero-shot evaluation needs the model's tokenizer, and none was found")
     if config.offline:
         go_offline()
-    manager = task_manager(config)
+    if manager is None:
+        manager = task_manager(config)
 
     import lm_eval
     from lm_eval.models.huggingface import HFLM

@@ -1,0 +1,210 @@
+"""Latency and memory measurement on tiny dense and pruned Llama models (CPU paths)."""
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from prunebench.errors import PrunebenchError
+from prunebench.evaluation import latency
+from prunebench.evaluation.latency import (
+    DOES_NOT_FIT,
+    LatencyConfig,
+    is_out_of_memory,
+    kv_bytes_per_token,
+    measure_latency,
+    weight_bytes,
+)
+from prunebench.models import apply_plan
+from prunebench.models.counting import total_params
+from prunebench.plan import LayerPlan, PruningPlan
+
+LAYERS, HIDDEN, HEADS, KV_HEADS, INTER, CONTEXT = 3, 64, 4, 2, 128, 64
+HEAD_DIM = HIDDEN // HEADS
+FAST = {"warmup": 1, "min_repeats": 3, "min_seconds": 0.0, "new_tokens": 3}
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=CONTEXT,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def hand_plan() -> PruningPlan:
+    """Layer 0 keeps KV group 1 and half the channels; layer 1 loses attention; layer 2 is removed."""
+    return PruningPlan(
+        base_model="tiny",
+        method="hand",
+        params={},
+        target_ratio=0.5,
+        layers={
+            0: LayerPlan(kv_heads=[1], mlp_channels=list(range(0, INTER, 2))),
+            1: LayerPlan(kv_heads=[], mlp_channels=None),
+            2: LayerPlan(kv_heads=[], mlp_channels=[]),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def dense():
+    return tiny_llama()
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    return apply_plan(tiny_llama(), hand_plan())
+
+
+def cache_bytes_per_token(model, batch: int, prompt: int) -> float:
+    """Bytes the model's own KV cache holds after a prefill, per token and sequence."""
+    ids = torch.randint(0, 128, (batch, prompt))
+    with torch.no_grad():
+        cache = model(input_ids=ids, use_cache=True).past_key_values
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    return held / (batch * prompt)
+
+
+def test_kv_bytes_per_token_matches_hand_computation_and_the_real_cache(dense, pruned):
+    fp32 = 4
+    assert kv_bytes_per_token(dense) == LAYERS * 2 * KV_HEADS * HEAD_DIM * fp32
+    # pruned: layer 0 keeps one KV head, layer 1 has no attention, layer 2 is gone
+    assert kv_bytes_per_token(pruned) == 1 * 2 * 1 * HEAD_DIM * fp32
+    assert cache_bytes_per_token(dense, 2, 5) == kv_bytes_per_token(dense)
+    assert cache_bytes_per_token(pruned, 2, 5) == kv_bytes_per_token(pruned)
+
+
+def test_pruned_model_has_fewer_weight_bytes(dense, pruned):
+    assert weight_bytes(dense) == 4 * total_params(dense)
+    assert weight_bytes(pruned) == 4 * total_params(pruned)
+    assert weight_bytes(pruned) < weight_bytes(dense)
+
+
+def check_ok_row(row: dict, config: LatencyConfig) -> None:
+    assert row["status"] == "ok"
+    assert row["repeats"] >= config.min_repeats
+    assert len(row["prefill_raw_s"]) == len(row["decode_raw_s_per_token"]) == row["repeats"]
+    for phase, unit in (("prefill", "s"), ("decode", "s_per_token")):
+        p10, median, p90 = (row[f"{phase}_{q}_{unit}"] for q in ("p10", "median", "p90"))
+        assert 0 < p10 <= median <= p90
+        assert min(row[f"{phase}_raw_{unit}"]) <= median <= max(row[f"{phase}_raw_{unit}"])
+    assert row["prefill_tokens_per_s"] == pytest.approx(row["batch_size"] * row["prompt_length"] / row["prefill_median_s"])
+    assert row["decode_tokens_per_s"] == pytest.approx(row["batch_size"] / row["decode_median_s_per_token"])
+    assert row["peak_rss_bytes"] >= row["rss_before_bytes"] > 0
+
+
+def test_measure_latency_fields_are_present_and_sane(dense):
+    config = LatencyConfig(batch_sizes=(1, 2), prompt_lengths=(4, 8), **FAST)
+    result = measure_latency(dense, config)
+    json.dumps(result)
+    assert [(r["batch_size"], r["prompt_length"]) for r in result["rows"]] == [(1, 4), (1, 8), (2, 4), (2, 8)]
+    for row in result["rows"]:
+        check_ok_row(row, config)
+    env = result["environment"]
+    assert env["timer"] == "perf_counter" and env["threads"] == torch.get_num_threads()
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    described = result["models"]["model"]
+    assert described["dtype"] == "float32" and described["attn_implementation"]
+    assert described["total_params"] == total_params(dense)
+    assert described["flops_per_token"]["8"]["prefill"] > 0
+    assert result["protocol"]["greedy"] and result["protocol"]["eos_ignored"]
+    assert "speedups" not in result
+
+
+def test_repeats_continue_until_the_minimum_duration(dense):
+    config = LatencyConfig(prompt_lengths=(4,), warmup=1, min_repeats=2, min_seconds=0.3, new_tokens=2)
+    row = measure_latency(dense, config)["rows"][0]
+    assert row["repeats"] > config.min_repeats  # a few ms per run: the duration, not the count, decided
+    total = sum(row["prefill_raw_s"]) + sum(t * config.new_tokens for t in row["decode_raw_s_per_token"])
+    assert total >= 0.3 * 0.9  # run time is almost all of the wall time spent repeating
+
+
+def test_interleaved_base_gives_side_by_side_speedups(dense, pruned, monkeypatch):
+    order = []
+    real_run_once = latency.run_once
+
+    def recording_run_once(model, *args):
+        order.append("base" if model is dense else "model")
+        return real_run_once(model, *args)
+
+    monkeypatch.setattr(latency, "run_once", recording_run_once)
+    config = LatencyConfig(batch_sizes=(1,), prompt_lengths=(8,), **FAST)
+    result = measure_latency(pruned, config, base=dense)
+    timed = order[2 * config.warmup :]  # after each model's warm-up: model, base, model, base ...
+    assert timed == ["model", "base"] * (len(timed) // 2) and len(timed) >= 2 * config.min_repeats
+    (speedup,) = result["speedups"]
+    assert speedup["status"] == "ok"
+    assert speedup["ideal_weight_bytes"] == weight_bytes(dense) / weight_bytes(pruned) > 1
+    assert speedup["ideal_prefill_flops"] > 1 and speedup["ideal_decode_flops"] > 1
+    assert speedup["measured_prefill"] > 0 and speedup["measured_decode"] > 0
+    rows = {r["model"]: r for r in result["rows"]}
+    assert speedup["measured_decode"] == pytest.approx(
+        rows["base"]["decode_median_s_per_token"] / rows["model"]["decode_median_s_per_token"]
+    )
+
+
+def raise_oom_from_batch(model, min_batch: int, monkeypatch) -> None:
+    """The model's forward raises CUDA's out-of-memory error for batches of ``min_batch`` or more."""
+    real_forward = model.forward
+
+    def forward(input_ids=None, **kwargs):
+        if input_ids.shape[0] >= min_batch:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+
+
+def test_out_of_memory_at_one_batch_size_is_recorded_and_the_sweep_goes_on(dense, pruned, monkeypatch):
+    raise_oom_from_batch(pruned, 4, monkeypatch)
+    config = LatencyConfig(batch_sizes=(1, 4, 2), prompt_lengths=(4,), **FAST)
+    result = measure_latency(pruned, config, base=dense)
+    rows = {(r["model"], r["batch_size"]): r for r in result["rows"]}
+    assert rows[("model", 4)]["status"] == DOES_NOT_FIT
+    assert "OutOfMemoryError" in rows[("model", 4)]["error"]
+    check_ok_row(rows[("base", 4)], config)  # the base still fits and is measured
+    for batch in (1, 2):
+        check_ok_row(rows[("model", batch)], config)
+    statuses = {s["batch_size"]: s["status"] for s in result["speedups"]}
+    assert statuses == {1: "ok", 4: DOES_NOT_FIT, 2: "ok"}
+    json.dumps(result)
+
+
+def test_out_of_memory_is_told_apart_from_other_errors():
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: 8 GB"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_other_runtime_errors_are_not_swallowed(dense, monkeypatch):
+    def forward(**kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(dense, "forward", forward)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        measure_latency(dense, LatencyConfig(prompt_lengths=(4,), **FAST))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"batch_sizes": (1, 0)}, "batch size must be a positive integer"),
+        ({"prompt_lengths": (-4,)}, "prompt length must be a positive integer"),
+        ({"new_tokens": 0}, "new tokens must be a positive integer"),
+        ({"prompt_lengths": (CONTEXT - 2,)}, "exceeds the model's context of 64 tokens"),
+        ({"min_repeats": 0}, "min_repeats"),
+    ],
+)
+def test_bad_input_is_rejected_before_running(dense, monkeypatch, change, message):
+    monkeypatch.setattr(latency, "run_once", lambda *a: pytest.fail("ran despite bad input"))
+    config = LatencyConfig(**({"prompt_lengths": (4,)} | FAST | change))
+    with pytest.raises(PrunebenchError, match=message):
+        measure_latency(dense, config)
