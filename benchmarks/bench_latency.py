@@ -120,15 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-repeats", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="bfloat16 on GPU, float32 on CPU")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default=None, help="bfloat16 on GPU, float32 on CPU"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
     try:
-        if args.config:
-            config = LlamaConfig.from_json_file(args.config)
-        else:
-            config = LlamaConfig(**SHAPES[args.shape])
+        config = LlamaConfig.from_json_file(args.config) if args.config else LlamaConfig(**SHAPES[args.shape])
         dtype = DTYPES[args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")]
         latency_config = LatencyConfig(
             batch_sizes=parse_ints(args.batch_sizes),
@@ -144,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             raise PrunebenchError(f"unknown plan kind(s) {sorted(unknown)}; choose from {sorted(makers)}")
         dense = build_dense(config, dtype, args.device)
         runs = []
-        print(f"{'variant':<14}{'achieved':>9}{'batch':>6}{'prompt':>7}  prefill meas/ideal  decode meas/ideal(flops, bytes)")
+        print(
+            f"{'variant':<14}{'achieved':>9}{'batch':>6}{'prompt':>7}  prefill meas/ideal  decode meas/ideal(flops, bytes)"
+        )
         for kind in args.plans.split(","):
             for ratio in (float(r) for r in args.ratios.split(",")):
                 plan = makers[kind](dense, ratio)
@@ -154,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(result)
                 for s in result["speedups"]:
                     if s["status"] != "ok":
-                        print(f"{kind}@{ratio:<9}{'':>9}{s['batch_size']:>6}{s['prompt_length']:>7}  does not fit")
+                        print(
+                            f"{kind}@{ratio:<9}{'':>9}{s['batch_size']:>6}{s['prompt_length']:>7}  does not fit"
+                        )
                         continue
                     print(
                         f"{kind + '@' + str(ratio):<14}{result['variant']['decoder_ratio']:>9.3f}"
@@ -167,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    payload = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]), "shape": config.to_dict(), "runs": runs}
+    payload = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "shape": config.to_dict(),
+        "runs": runs,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=args.out.parent, suffix=".tmp", delete=False) as handle:
         json.dump(payload, handle, indent=1)

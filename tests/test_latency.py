@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from prunebench.cli import main
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation import latency
 from prunebench.evaluation.latency import (
@@ -16,7 +17,7 @@ from prunebench.evaluation.latency import (
     measure_latency,
     weight_bytes,
 )
-from prunebench.models import apply_plan
+from prunebench.models import apply_plan, save_pretrained
 from prunebench.models.counting import total_params
 from prunebench.plan import LayerPlan, PruningPlan
 
@@ -69,7 +70,8 @@ def cache_bytes_per_token(model, batch: int, prompt: int) -> float:
     ids = torch.randint(0, 128, (batch, prompt))
     with torch.no_grad():
         cache = model(input_ids=ids, use_cache=True).past_key_values
-    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    filled = [layer for layer in cache.layers if layer.keys is not None]  # layers without attention: none
+    held = sum(t.numel() * t.element_size() for layer in filled for t in (layer.keys, layer.values))
     return held / (batch * prompt)
 
 
@@ -96,7 +98,9 @@ def check_ok_row(row: dict, config: LatencyConfig) -> None:
         p10, median, p90 = (row[f"{phase}_{q}_{unit}"] for q in ("p10", "median", "p90"))
         assert 0 < p10 <= median <= p90
         assert min(row[f"{phase}_raw_{unit}"]) <= median <= max(row[f"{phase}_raw_{unit}"])
-    assert row["prefill_tokens_per_s"] == pytest.approx(row["batch_size"] * row["prompt_length"] / row["prefill_median_s"])
+    assert row["prefill_tokens_per_s"] == pytest.approx(
+        row["batch_size"] * row["prompt_length"] / row["prefill_median_s"]
+    )
     assert row["decode_tokens_per_s"] == pytest.approx(row["batch_size"] / row["decode_median_s_per_token"])
     assert row["peak_rss_bytes"] >= row["rss_before_bytes"] > 0
 
@@ -119,12 +123,19 @@ def test_measure_latency_fields_are_present_and_sane(dense):
     assert "speedups" not in result
 
 
-def test_repeats_continue_until_the_minimum_duration(dense):
+def test_repeats_stop_once_both_the_minimum_count_and_duration_are_reached(dense):
+    by_count = LatencyConfig(prompt_lengths=(4,), warmup=1, min_repeats=4, min_seconds=0.0, new_tokens=2)
+    assert measure_latency(dense, by_count)["rows"][0]["repeats"] == 4
+
     config = LatencyConfig(prompt_lengths=(4,), warmup=1, min_repeats=2, min_seconds=0.3, new_tokens=2)
     row = measure_latency(dense, config)["rows"][0]
-    assert row["repeats"] > config.min_repeats  # a few ms per run: the duration, not the count, decided
-    total = sum(row["prefill_raw_s"]) + sum(t * config.new_tokens for t in row["decode_raw_s_per_token"])
-    assert total >= 0.3 * 0.9  # run time is almost all of the wall time spent repeating
+    per_run = [
+        p + d * config.new_tokens
+        for p, d in zip(row["prefill_raw_s"], row["decode_raw_s_per_token"], strict=True)
+    ]
+    assert sum(per_run) >= 0.3 * 0.9  # timed runs fill (almost all of) the wall time of the loop
+    if row["repeats"] > config.min_repeats:  # the duration decided: it stopped right after reaching it
+        assert sum(per_run[:-1]) < 0.3
 
 
 def test_interleaved_base_gives_side_by_side_speedups(dense, pruned, monkeypatch):
@@ -208,3 +219,39 @@ def test_bad_input_is_rejected_before_running(dense, monkeypatch, change, messag
     config = LatencyConfig(**({"prompt_lengths": (4,)} | FAST | change))
     with pytest.raises(PrunebenchError, match=message):
         measure_latency(dense, config)
+
+
+def test_cli_measures_model_and_base_side_by_side(tmp_path, capsys):
+    dense_dir, pruned_dir, out = tmp_path / "dense", tmp_path / "pruned", tmp_path / "latency.json"
+    save_pretrained(tiny_llama(), dense_dir)
+    save_pretrained(apply_plan(tiny_llama(), hand_plan()), pruned_dir)
+    argv = ["eval", "latency", "--model", str(pruned_dir), "--base-model", str(dense_dir)]
+    sizes = ["--batch-sizes", "1,2", "--prompt-lengths", "4", "--new-tokens", "2", "--warmup", "1"]
+    assert main([*argv, *sizes, "--min-repeats", "2", "--min-seconds", "0", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(r["model"], r["batch_size"]) for r in result["rows"]] == [
+        ("model", 1),
+        ("base", 1),
+        ("model", 2),
+        ("base", 2),
+    ]
+    assert result["models"]["model"]["kv_bytes_per_token"] == 1 * 2 * 1 * HEAD_DIM * 4
+    assert [s["status"] for s in result["speedups"]] == ["ok", "ok"]
+    assert "speed-up batch 2 prompt 4" in capsys.readouterr().out
+
+
+def test_cli_rejects_a_prompt_beyond_the_context(tmp_path, capsys):
+    save_pretrained(tiny_llama(), tmp_path / "dense")
+    argv = [
+        "eval",
+        "latency",
+        "--model",
+        str(tmp_path / "dense"),
+        "--prompt-lengths",
+        "60",
+        "--new-tokens",
+        "8",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "x.json")]) == 2
+    assert "exceeds the model's context of 64 tokens" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

@@ -12,6 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from prunebench.cli import main
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation.zeroshot import OFFLINE_VARIABLES, ZeroShotConfig, evaluate_zeroshot
 from prunebench.models import apply_plan, save_pretrained
@@ -92,6 +93,7 @@ def run_lm_eval_cli(model_dir: Path, out_dir: Path) -> tuple[dict, list]:
     return json.loads(results_file.read_text()), samples
 
 
+@pytest.mark.slow  # lm-eval's CLI in a subprocess scans all built-in task YAML files (~12 s of CPU)
 def test_in_memory_pruned_model_equals_lm_eval_cli_on_the_saved_checkpoint(pruned, tmp_path, monkeypatch):
     model, tokenizer, path = pruned
     for name in OFFLINE_VARIABLES:
@@ -119,7 +121,9 @@ def test_in_memory_pruned_model_equals_lm_eval_cli_on_the_saved_checkpoint(prune
 
 def test_rows_and_protocol(pruned):
     model, tokenizer, _ = pruned
-    config = ZeroShotConfig(tasks=(TASK,), include_path=str(TASKS), batch_size=2, limit=5, seed=7, offline=True)
+    config = ZeroShotConfig(
+        tasks=(TASK,), include_path=str(TASKS), batch_size=2, limit=5, seed=7, offline=True
+    )
     result = evaluate_zeroshot(model, tokenizer, config)
     rows = {r["metric"]: r for r in result["rows"]}
     assert set(rows) == {"acc", "acc_norm"}
@@ -138,9 +142,12 @@ def test_rows_and_protocol(pruned):
 @pytest.fixture
 def no_evaluation(monkeypatch):
     """Bad input must be rejected before lm-eval evaluates anything."""
-    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda *a, **k: pytest.fail("evaluated despite bad input"))
+    monkeypatch.setattr(
+        lm_eval, "simple_evaluate", lambda *a, **k: pytest.fail("evaluated despite bad input")
+    )
 
 
+@pytest.mark.slow  # close matches come from lm-eval's full task index (~12 s of CPU to build)
 def test_unknown_task_lists_close_matches(pruned, no_evaluation):
     model, tokenizer, _ = pruned
     config = ZeroShotConfig(tasks=(TASK, "arc_eazy"), include_path=str(TASKS))
@@ -169,3 +176,28 @@ def test_missing_tokenizer_is_rejected(pruned, no_evaluation):
     model, _, _ = pruned
     with pytest.raises(PrunebenchError, match="needs the model's tokenizer"):
         evaluate_zeroshot(model, None, ZeroShotConfig(tasks=(TASK,), include_path=str(TASKS)))
+
+
+def test_cli_writes_rows_protocol_and_cost(pruned, tmp_path, monkeypatch, capsys):
+    _, _, path = pruned
+    for name in OFFLINE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "zeroshot.json"
+    argv = ["eval", "zeroshot", "--model", str(path), "--tasks", TASK, "--include-path", str(TASKS)]
+    assert main([*argv, "--batch-size", "2", "--limit", "4", "--offline", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {r["metric"] for r in result["rows"]} == {"acc", "acc_norm"}
+    assert all(r["n"] == 4 for r in result["rows"])
+    assert result["protocol"]["limit"] == 4 and result["protocol"]["batch_size"] == 2
+    assert result["cost"]["wall_s"] > 0 and result["cost"]["peak_rss_bytes"] > 0
+    assert "acc_norm" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    out = tmp_path / "zeroshot.json"
+    argv = ["eval", "zeroshot", "--model", str(tmp_path), "--tasks", TASK, "--out", str(out)]
+    assert main([*argv, "--include-path", str(tmp_path / "missing")]) == 2
+    assert main([*argv, "--include-path", str(TASKS), "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "does not exist" in err[0] and "batch size" in err[1]
+    assert not out.exists()
