@@ -123,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default=None, help="bfloat16 on GPU, float32 on CPU"
     )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     try:
         config = LlamaConfig.from_json_file(args.config) if args.config else LlamaConfig(**SHAPES[args.shape])

@@ -227,8 +227,29 @@ def test_cli_measures_model_and_base_side_by_side(tmp_path, capsys):
     save_pretrained(apply_plan(tiny_llama(), hand_plan()), pruned_dir)
     argv = ["eval", "latency", "--model", str(pruned_dir), "--base-model", str(dense_dir)]
     sizes = ["--batch-sizes", "1,2", "--prompt-lengths", "4", "--new-tokens", "2", "--warmup", "1"]
-    assert main([*argv, *sizes, "--min-repeats", "2", "--min-seconds", "0", "--out", str(out)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert (
+            main(
+                [
+                    *argv,
+                    *sizes,
+                    "--min-repeats",
+                    "2",
+                    "--min-seconds",
+                    "0",
+                    "--threads",
+                    "1",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+    finally:
+        torch.set_num_threads(threads)
     result = json.loads(out.read_text())
+    assert result["environment"]["threads"] == 1
     assert [(r["model"], r["batch_size"]) for r in result["rows"]] == [
         ("model", 1),
         ("base", 1),

@@ -72,7 +72,11 @@ def pruned(tmp_path_factory):
 
 def run_lm_eval_cli(model_dir: Path, out_dir: Path) -> tuple[dict, list]:
     """lm-eval's own command line on the saved checkpoint; its results JSON and per-sample records."""
-    env = os.environ | dict.fromkeys(OFFLINE_VARIABLES, "1") | {"HF_MODULES_CACHE": str(out_dir / "modules")}
+    env = (
+        os.environ
+        | dict.fromkeys(OFFLINE_VARIABLES, "1")
+        | {"HF_MODULES_CACHE": str(out_dir / "modules"), "OMP_NUM_THREADS": "1"}
+    )
     command = [
         sys.executable, "-m", "lm_eval",
         "--model", "hf",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from prunebench.commands.common import add_model_arguments, dtype_of
+from prunebench.errors import PrunebenchError
 from prunebench.evaluation.latency import (
     DOES_NOT_FIT,
     LatencyConfig,
@@ -38,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--max-repeats", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompt tokens")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (recorded; default: torch's choice)")
     parser.add_argument("--base-model", help="measure this model interleaved for side-by-side speed-ups")
     parser.add_argument("--out", required=True, help="result JSON")
 
@@ -54,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     validate_config(config)
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise PrunebenchError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
     model, _ = load_pretrained(args.model, dtype=dtype_of(args), device=args.device)
     check_fits_context(model, config)
     base = None

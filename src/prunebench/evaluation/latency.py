@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import gc
 import platform
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -141,12 +143,18 @@ def describe_model(model: torch.nn.Module, config: LatencyConfig) -> dict:
     }
 
 
+def _cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` where there is one, else what ``platform`` knows."""
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    except OSError:
+        match = None
+    return match.group(1).strip() if match else platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict:
     """Where and with what the numbers were taken."""
-    if cuda_in_use(device):
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if cuda_in_use(device) else _cpu_name()
     return {
         "device": str(device),
         "device_name": name,
@@ -283,9 +291,10 @@ def measure_cell(models: dict, batch: int, prompt: int, config: LatencyConfig, d
             if not is_out_of_memory(error):
                 raise
             failed[label] = _failed_row(label, batch, prompt, config, error)
-            _free_memory(device)
-            return False
-        return True
+        else:
+            return True
+        _free_memory(device)  # outside the handler: the traceback no longer pins the failed run's tensors
+        return False
 
     def warm(label: str) -> None:
         memory[label] = _measure_memory(models[label], input_ids, config, clock, device)
