@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from prunebench.errors import PrunebenchError
-from prunebench.evaluation.latency import LatencyConfig, measure_latency
+from prunebench.evaluation.latency import LatencyConfig, measure_latency, validate_config
+from prunebench.io import atomic_write_json
 from prunebench.methods.width_budget import uniform_keep_counts
 from prunebench.models import apply_plan, get_adapter
 from prunebench.models.counting import achieved_ratios
@@ -102,6 +100,17 @@ def depth_plan(model, ratio: float) -> PruningPlan:
     return PruningPlan("random", "hand_depth", {}, ratio, {i: LayerPlan([], []) for i in removed})
 
 
+def format_speedup(variant: str, achieved: float, s: dict) -> str:
+    """One printed line: measured vs ideal speed-ups of a variant at one batch size and prompt length."""
+    cell = f"{variant:<14}{achieved:>9.3f}{s['batch_size']:>6}{s['prompt_length']:>7}  "
+    if s["status"] != "ok":
+        return cell + "does not fit"
+    return (
+        f"{cell}{s['measured_prefill']:>6.2f}x / {s['ideal_prefill_flops']:.2f}x   "
+        f"{s['measured_decode']:>6.2f}x / {s['ideal_decode_flops']:.2f}x, {s['ideal_weight_bytes']:.2f}x"
+    )
+
+
 def parse_ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(","))
 
@@ -140,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             min_repeats=args.min_repeats,
             min_seconds=args.min_seconds,
         )
+        validate_config(latency_config)
         makers = {"width": width_plan, "depth": depth_plan}
         unknown = set(args.plans.split(",")) - set(makers)
         if unknown:
@@ -157,31 +167,14 @@ def main(argv: list[str] | None = None) -> int:
                 result["variant"] = {"plan": kind, "target_ratio": ratio, **achieved_ratios(pruned, dense)}
                 runs.append(result)
                 for s in result["speedups"]:
-                    if s["status"] != "ok":
-                        print(
-                            f"{kind}@{ratio:<9}{'':>9}{s['batch_size']:>6}{s['prompt_length']:>7}  does not fit"
-                        )
-                        continue
-                    print(
-                        f"{kind + '@' + str(ratio):<14}{result['variant']['decoder_ratio']:>9.3f}"
-                        f"{s['batch_size']:>6}{s['prompt_length']:>7}  "
-                        f"{s['measured_prefill']:>6.2f}x / {s['ideal_prefill_flops']:.2f}x   "
-                        f"{s['measured_decode']:>6.2f}x / {s['ideal_decode_flops']:.2f}x, {s['ideal_weight_bytes']:.2f}x"
-                    )
+                    print(format_speedup(f"{kind}@{ratio}", result["variant"]["decoder_ratio"], s))
                 del pruned
     except PrunebenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    payload = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-        "shape": config.to_dict(),
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=args.out.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(payload, handle, indent=1)
-    os.replace(handle.name, args.out)
+    command = " ".join(["python benchmarks/bench_latency.py", *(sys.argv[1:] if argv is None else argv)])
+    atomic_write_json(args.out, {"command": command, "shape": config.to_dict(), "runs": runs})
     return 0
 
 

@@ -1,6 +1,8 @@
 """Latency and memory measurement on tiny dense and pruned Llama models (CPU paths)."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +25,7 @@ from prunebench.plan import LayerPlan, PruningPlan
 
 LAYERS, HIDDEN, HEADS, KV_HEADS, INTER, CONTEXT = 3, 64, 4, 2, 128, 64
 HEAD_DIM = HIDDEN // HEADS
+BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_latency.py"
 FAST = {"warmup": 1, "min_repeats": 3, "min_seconds": 0.0, "new_tokens": 3}
 
 
@@ -276,3 +279,23 @@ def test_cli_rejects_a_prompt_beyond_the_context(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "x.json")]) == 2
     assert "exceeds the model's context of 64 tokens" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_benchmark_script_compares_width_and_depth_plans_with_the_dense_model(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_latency", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config_file, out = tmp_path / "config.json", tmp_path / "bench.json"
+    tiny_llama().config.to_json_file(config_file)
+    argv = ["--config", str(config_file), "--ratios", "0.3", "--prompt-lengths", "4", "--new-tokens", "2"]
+    fast = ["--warmup", "1", "--min-repeats", "2", "--min-seconds", "0", "--device", "cpu", "--out", str(out)]
+    assert bench.main(argv + fast) == 0
+    result = json.loads(out.read_text())
+    variants = {run["variant"]["plan"]: run["variant"] for run in result["runs"]}
+    assert set(variants) == {"width", "depth"}
+    assert variants["depth"]["decoder_ratio"] == pytest.approx(1 / LAYERS)  # round(0.3 * 3) = 1 block
+    assert 0 < variants["width"]["decoder_ratio"] < 0.5
+    assert all(s["status"] == "ok" for run in result["runs"] for s in run["speedups"])
+    assert "width@0.3" in capsys.readouterr().out and result["command"].startswith(
+        "python benchmarks/bench_latency.py --config"
+    )
