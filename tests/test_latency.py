@@ -213,6 +213,7 @@ def test_other_runtime_errors_are_not_swallowed(dense, monkeypatch):
         ({"batch_sizes": (1, 0)}, "batch size must be a positive integer"),
         ({"prompt_lengths": (-4,)}, "prompt length must be a positive integer"),
         ({"new_tokens": 0}, "new tokens must be a positive integer"),
+        ({"batch_sizes": (2, 2)}, "each batch size may be given once"),
         ({"prompt_lengths": (CONTEXT - 2,)}, "exceeds the model's context of 64 tokens"),
         ({"min_repeats": 0}, "min_repeats"),
     ],

@@ -14,6 +14,9 @@ Protocol (design §4, issue 7):
   (model, base, model, base, ...) so that a speed-up is a ratio of times taken side by side.
 - Timing: CUDA events around each phase and one synchronisation per run on GPU; ``time.perf_counter``
   on CPU. Reported: median, p10, p90 and the raw timings.
+- Peak memory is taken over the first warm-up run of each model, with the level just before it. It is the
+  process's: RSS on CPU and the CUDA allocator's peak on GPU both include every model loaded (the base model
+  too), so the difference to the level before the run is the run's own working memory (activations, cache).
 - Running out of memory at one batch size / prompt length is recorded as ``"does not fit"`` and the sweep
   goes on.
 
@@ -66,6 +69,8 @@ def validate_config(config: LatencyConfig) -> None:
         bad = [v for v in values if not isinstance(v, int) or v <= 0]
         if bad:
             raise PrunebenchError(f"{name} must be a positive integer, got {bad[0]!r}")
+        if len(set(values)) != len(values):
+            raise PrunebenchError(f"each {name} may be given once, got {list(values)}")
     if config.new_tokens <= 0:
         raise PrunebenchError(f"new tokens must be a positive integer, got {config.new_tokens}")
     if config.warmup < 1:
