@@ -1,0 +1,64 @@
+rule eval_ppl:
+    """Perplexity on one data set at one window length."""
+    input:
+        model=variant_model,
+    output:
+        "results/{model}/{method}/r{ratio}/{recovery}/eval/ppl_{dataset}_{seqlen}.json",
+    log:
+        f"{LOGS}/eval_ppl/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/{{dataset}}_{{seqlen}}.log",
+    params:
+        ppl=EVAL["ppl"],
+        spec=model_spec,
+    threads: 1
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../../envs/prunebench.yaml"
+    script:
+        "../scripts/eval_ppl.py"
+
+
+rule eval_zeroshot:
+    """Zero-shot accuracy through lm-eval (acc and acc_norm), lm-eval's full results kept."""
+    input:
+        model=variant_model,
+    output:
+        "results/{model}/{method}/r{ratio}/{recovery}/eval/zeroshot.json",
+    log:
+        f"{LOGS}/eval_zeroshot/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
+    params:
+        zeroshot=EVAL["zeroshot"],
+        spec=model_spec,
+        seed=config["seed"],
+    threads: 1
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../../envs/prunebench.yaml"
+    script:
+        "../scripts/eval_zeroshot.py"
+
+
+rule eval_latency:
+    """Measured prefill and decode latency, side by side with the dense model in the same process.
+
+    It takes every core so that no other job disturbs the timings (on a GPU: gpu=1, run with
+    --resources gpu=1 so that no other GPU job shares the device).
+    """
+    input:
+        model=variant_model,
+        base=base_model,
+    output:
+        "results/{model}/{method}/r{ratio}/{recovery}/eval/latency.json",
+    log:
+        f"{LOGS}/eval_latency/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
+    params:
+        latency=EVAL["latency"],
+        spec=model_spec,
+    threads: workflow.cores
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../../envs/prunebench.yaml"
+    script:
+        "../scripts/eval_latency.py"
