@@ -45,7 +45,14 @@ def model_spec(wildcards):
 
 
 def base_model(wildcards):
+    """The base model's path or Hub id (a parameter: a Hub id is no file for Snakemake to track)."""
     return config["models"][wildcards.model]["path"]
+
+
+def base_model_files(wildcards):
+    """The base model as a tracked input when it is a local directory, else nothing."""
+    path = base_model(wildcards)
+    return [path] if Path(path).exists() else []
 
 
 def variant_model(wildcards):
@@ -53,6 +60,10 @@ def variant_model(wildcards):
     if wildcards.method == DENSE:
         return base_model(wildcards)
     return f"results/{wildcards.model}/{wildcards.method}/r{wildcards.ratio}/{wildcards.recovery}/model"
+
+
+def variant_model_files(wildcards):
+    return base_model_files(wildcards) if wildcards.method == DENSE else [variant_model(wildcards)]
 
 
 def gpu_count(wildcards):
@@ -92,7 +103,8 @@ def eval_outputs(variant):
     ]
     if EVAL["zeroshot"]["tasks"]:
         out.append(f"{variant.directory}/eval/zeroshot.json")
-    if EVAL["latency"]["enabled"]:
+    # Recovery changes weights, not shapes (LoRA is merged): latency is measured once per pruned shape.
+    if EVAL["latency"]["enabled"] and variant.recovery == "none":
         out.append(f"{variant.directory}/eval/latency.json")
     return out
 

@@ -1,12 +1,13 @@
 rule calibration:
     """Shared calibration samples: the same token windows for every method (calibration: shared)."""
     input:
-        model=base_model,
+        model=base_model_files,
     output:
         "results/{model}/calibration/shared.safetensors",
     log:
         f"{LOGS}/calibration/{{model}}.log",
     params:
+        model=base_model,
         source=config["calibration"]["source"],
         nsamples=config["calibration"]["nsamples"],
         seqlen=config["calibration"]["seqlen"],

@@ -1,12 +1,13 @@
 rule eval_ppl:
     """Perplexity on one data set at one window length."""
     input:
-        model=variant_model,
+        model=variant_model_files,
     output:
         "results/{model}/{method}/r{ratio}/{recovery}/eval/ppl_{dataset}_{seqlen}.json",
     log:
         f"{LOGS}/eval_ppl/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/{{dataset}}_{{seqlen}}.log",
     params:
+        model=variant_model,
         ppl=EVAL["ppl"],
         spec=model_spec,
     threads: 1
@@ -21,12 +22,13 @@ rule eval_ppl:
 rule eval_zeroshot:
     """Zero-shot accuracy through lm-eval (acc and acc_norm), lm-eval's full results kept."""
     input:
-        model=variant_model,
+        model=variant_model_files,
     output:
         "results/{model}/{method}/r{ratio}/{recovery}/eval/zeroshot.json",
     log:
         f"{LOGS}/eval_zeroshot/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
     params:
+        model=variant_model,
         zeroshot=EVAL["zeroshot"],
         spec=model_spec,
         seed=config["seed"],
@@ -46,13 +48,15 @@ rule eval_latency:
     --resources gpu=1 so that no other GPU job shares the device).
     """
     input:
-        model=variant_model,
-        base=base_model,
+        model=variant_model_files,
+        base=base_model_files,
     output:
         "results/{model}/{method}/r{ratio}/{recovery}/eval/latency.json",
     log:
         f"{LOGS}/eval_latency/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
     params:
+        base=base_model,
+        model=variant_model,
         latency=EVAL["latency"],
         spec=model_spec,
     threads: workflow.cores

@@ -6,7 +6,7 @@ from prunebench.study.script import logged
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
     ppl = sm.params.ppl
-    argv = ["eval", "ppl", "--model", sm.input.model, "--out", sm.output[0]]
+    argv = ["eval", "ppl", "--model", sm.params.model, "--out", sm.output[0]]
     argv += ["--text", ppl["datasets"][sm.wildcards.dataset], "--split", ppl["split"]]
     argv += ["--seqlen", sm.wildcards.seqlen, "--batch-size", str(ppl["batch_size"])]
     argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]

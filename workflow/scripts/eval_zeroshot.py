@@ -6,7 +6,7 @@ from prunebench.study.script import logged
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
     zs = sm.params.zeroshot
-    argv = ["eval", "zeroshot", "--model", sm.input.model, "--out", sm.output[0]]
+    argv = ["eval", "zeroshot", "--model", sm.params.model, "--out", sm.output[0]]
     argv += [
         "--tasks",
         ",".join(zs["tasks"]),

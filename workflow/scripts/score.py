@@ -8,7 +8,7 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     argv = [
         "score",
         "--model",
-        sm.input.model,
+        sm.params.model,
         "--method",
         sm.wildcards.library_method,
         "--out",

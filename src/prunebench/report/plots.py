@@ -23,8 +23,9 @@ CAPTIONS = {
     "per recovery variant. The dashed line is the dense model.",
     "speedup_vs_ratio": "Measured decode and prefill speed-up over the dense model (solid, measured side by side "
     "in one process) and the ideal speed-up from FLOPs (dashed), against the achieved ratio.",
-    "pareto": "Accuracy against measured decode latency for every variant; the line joins the Pareto front "
-    "(no other variant is both faster and more accurate).",
+    "pareto": "Accuracy against measured decode latency for every variant (recovered variants share the "
+    "latency of their pruned shape); the line joins the Pareto front (no other variant is both faster and "
+    "more accurate).",
     "structure": "What each method removed at each ratio: the fraction of every layer's attention (KV groups) and "
     "MLP (channels) that is gone. Dark = removed.",
     "cost": "Cost of each method: scoring (once per model), pruning (per ratio) and recovery (per variant), "
@@ -130,10 +131,11 @@ def pareto(results: pd.DataFrame, headline: str) -> plt.Figure | None:
     lat = results[(results["kind"] == "latency") & (results["metric"] == "decode_median_s_per_token")]
     if zs.empty or lat.empty:
         return None
-    keys = ["method", "method_label", "target_ratio", "recovery"]
-    acc = zs.groupby(keys)["value"].mean().rename("accuracy")
-    latency = lat.groupby(keys)["value"].median().rename("latency")
-    points = pd.concat([acc, latency], axis=1).dropna().reset_index().sort_values("latency")
+    # Latency is measured once per pruned shape (recovery changes weights, not shapes).
+    shape = ["method", "method_label", "target_ratio"]
+    acc = zs.groupby([*shape, "recovery"])["value"].mean().rename("accuracy").reset_index()
+    latency = lat.groupby(shape)["value"].median().rename("latency").reset_index()
+    points = acc.merge(latency, on=shape).dropna().sort_values("latency")
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (label, group) in enumerate(points.groupby("method_label", sort=True)):
         ax.scatter(group["latency"] * 1e3, group["accuracy"], color=f"C{i % 10}", label=label)

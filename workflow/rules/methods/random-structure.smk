@@ -9,12 +9,13 @@
 rule random_structure_plan:
     """Random KV groups and MLP channels, the same fraction removed in every layer (a sanity baseline)."""
     input:
-        model=base_model,
+        model=base_model_files,
     output:
         "results/{model}/random-structure/r{ratio}/plan.json",
     log:
         f"{LOGS}/methods/random-structure/{{model}}/r{{ratio}}.log",
     params:
+        model=base_model,
         seed=config["methods"]["random-structure"].get("params", {}).get("seed", config["seed"]),
     threads: 1
     resources:
