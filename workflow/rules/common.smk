@@ -16,6 +16,7 @@ RATIOS = [ratio_tag(r) for r in config["ratios"]]
 EVAL = config["evaluation"]
 VARIANTS = variants(config)
 LOGS = "results/logs"
+VARIANT_LABELS = {"model": "{model}", "method": "{method}", "ratio": "{ratio}", "recovery": "{recovery}"}
 BENCH = "results/benchmarks"
 
 

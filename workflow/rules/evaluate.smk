@@ -3,7 +3,12 @@ rule eval_ppl:
     input:
         model=variant_model_files,
     output:
-        "results/{model}/{method}/r{ratio}/{recovery}/eval/ppl_{dataset}_{seqlen}.json",
+        report(
+            "results/{model}/{method}/r{ratio}/{recovery}/eval/ppl_{dataset}_{seqlen}.json",
+            caption="../../report/eval_ppl.rst",
+            category="Perplexity",
+            labels=VARIANT_LABELS,
+        ),
     log:
         f"{LOGS}/eval_ppl/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/{{dataset}}_{{seqlen}}.log",
     params:
@@ -24,7 +29,12 @@ rule eval_zeroshot:
     input:
         model=variant_model_files,
     output:
-        "results/{model}/{method}/r{ratio}/{recovery}/eval/zeroshot.json",
+        report(
+            "results/{model}/{method}/r{ratio}/{recovery}/eval/zeroshot.json",
+            caption="../../report/eval_zeroshot.rst",
+            category="Zero-shot accuracy",
+            labels=VARIANT_LABELS,
+        ),
     log:
         f"{LOGS}/eval_zeroshot/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
     params:
@@ -44,14 +54,20 @@ rule eval_zeroshot:
 rule eval_latency:
     """Measured prefill and decode latency, side by side with the dense model in the same process.
 
-    It takes every core so that no other job disturbs the timings (on a GPU: gpu=1, run with
-    --resources gpu=1 so that no other GPU job shares the device).
+    It asks for more threads than any machine has; Snakemake scales that down to --cores, so the job
+    runs alone and nothing disturbs the timings (on a GPU: gpu=1, run with --resources gpu=1 so that
+    no other GPU job shares the device; the Slurm profile sets its own thread count).
     """
     input:
         model=variant_model_files,
         base=base_model_files,
     output:
-        "results/{model}/{method}/r{ratio}/{recovery}/eval/latency.json",
+        report(
+            "results/{model}/{method}/r{ratio}/{recovery}/eval/latency.json",
+            caption="../../report/eval_latency.rst",
+            category="Latency",
+            labels=VARIANT_LABELS,
+        ),
     log:
         f"{LOGS}/eval_latency/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
     params:
@@ -59,7 +75,7 @@ rule eval_latency:
         model=variant_model,
         latency=EVAL["latency"],
         spec=model_spec,
-    threads: workflow.cores
+    threads: 1024
     resources:
         gpu=gpu_count,
     conda:
