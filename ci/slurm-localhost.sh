@@ -18,7 +18,9 @@
 # are scheduled on a machine without a GPU; the GPU rules of the tiny study run on the CPU. Without
 # cgroups nothing is bound: the job only gets CUDA_VISIBLE_DEVICES=0.
 #
-# After `up`, clients need: export SLURM_CONF=$STATE/etc/slurm.conf
+# Clients find the cluster through a symlink /etc/slurm/slurm.conf -> $STATE/etc/slurm.conf, which `up`
+# creates (refusing to replace an existing file) and `down` removes: the plugin's job step strips
+# SLURM_CONF from the environment of the `srun` it runs inside each job, so only the default path works.
 #
 # Settings (environment):
 #   PRUNEBENCH_SLURM_STATE      state directory                          (/tmp/prunebench-slurm)
@@ -50,6 +52,7 @@ MUNGE_SOCKET="$RUN/munge/munge.socket"
 DB_SOCKET="$RUN/mysqld/mysqld.sock"
 DB_PORT=$((PORT_BASE + 3))
 export SLURM_CONF="$ETC/slurm.conf"
+DEFAULT_CONF=/etc/slurm/slurm.conf
 
 say() { echo "[slurm-localhost $(date -u +%T)] $*"; }
 die() {
@@ -89,6 +92,13 @@ launch() {
     say "started $name (pid $(<"$PIDS/$name.pid"))"
 }
 
+# True once process $1 has exited (a zombie left for PID 1 to reap counts as exited).
+gone() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    [[ "${stat##*) }" == Z* ]]
+}
+
 stop_daemons() {
     local i name pid
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
@@ -96,13 +106,32 @@ stop_daemons() {
         if pid=$(running_pid "$name"); then
             say "stopping $name (pid $pid)"
             kill -TERM "$pid"
-            if ! wait_for 30 bash -c "! kill -0 $pid"; then
+            if ! wait_for 30 gone "$pid"; then
                 say "$name (pid $pid) ignored SIGTERM for 30 s; sending SIGKILL"
                 kill -KILL "$pid" 2>/dev/null || true
             fi
         fi
         rm -f "$PIDS/$name.pid"
     done
+}
+
+link_default_conf() {
+    if [[ -L "$DEFAULT_CONF" && "$(readlink "$DEFAULT_CONF")" == "$SLURM_CONF" ]]; then
+        return 0
+    fi
+    if [[ -e "$DEFAULT_CONF" || -L "$DEFAULT_CONF" ]]; then
+        die "$DEFAULT_CONF exists and is not this cluster's; move it away (jobs read that path)"
+    fi
+    mkdir -p "$(dirname "$DEFAULT_CONF")"
+    ln -s "$SLURM_CONF" "$DEFAULT_CONF"
+    say "linked $DEFAULT_CONF -> $SLURM_CONF"
+}
+
+unlink_default_conf() {
+    if [[ -L "$DEFAULT_CONF" && "$(readlink "$DEFAULT_CONF")" == "$SLURM_CONF" ]]; then
+        rm -f "$DEFAULT_CONF"
+        say "removed the link $DEFAULT_CONF"
+    fi
 }
 
 install_packages() {
@@ -186,6 +215,8 @@ SlurmdParameters=config_overrides
 GresTypes=gpu
 KillWait=5
 JobCompType=jobcomp/none
+# Keep the --comment (snakemake puts the rule and wildcards there) in the accounting records.
+AccountingStoreFlags=job_comment
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$((PORT_BASE + 2))
@@ -296,6 +327,7 @@ up() {
     fi
     DB_PASS=$(<"$ETC/db.pass")
     write_configs
+    link_default_conf
 
     start_munge
     start_mariadb
@@ -323,7 +355,6 @@ up() {
         die "node $NODE is '$(sinfo -h -n "$NODE" -o %T)', not idle, after 60 s"
     fi
     say "ready in $((SECONDS - t0)) s: partition $PARTITION, account $ACCOUNT"
-    say "clients need: export SLURM_CONF=$SLURM_CONF"
 }
 
 status() {
@@ -339,10 +370,12 @@ case "${1:-}" in
     down)
         [[ $(id -u) == 0 ]] || die "'down' must run as root"
         stop_daemons
+        unlink_default_conf
         ;;
     purge)
         [[ $(id -u) == 0 ]] || die "'purge' must run as root"
         stop_daemons
+        unlink_default_conf
         rm -rf "$STATE"
         ;;
     status) status ;;
