@@ -14,9 +14,9 @@
 # Accounting (slurmdbd + MariaDB) is not optional: snakemake-executor-plugin-slurm polls job states with
 # `sacct`, which fails without slurmdbd, and the plugin then waits forever without an error.
 #
-# The node advertises one stand-in GPU (GRES gpu backed by /dev/null) so that jobs asking for `--gpus=1`
-# are scheduled on a machine without a GPU; the GPU rules of the tiny study run on the CPU. Without
-# cgroups nothing is bound: the job only gets CUDA_VISIBLE_DEVICES=0.
+# The node advertises stand-in GPUs (GRES gpu whose device files are copies of /dev/null) so that jobs
+# asking for `--gpus=1` are scheduled on a machine without a GPU; the GPU rules of the tiny study run on
+# the CPU. Without cgroups nothing is bound: a job only gets CUDA_VISIBLE_DEVICES.
 #
 # Clients find the cluster through a symlink /etc/slurm/slurm.conf -> $STATE/etc/slurm.conf, which `up`
 # creates (refusing to replace an existing file) and `down` removes: the plugin's job step strips
@@ -29,6 +29,7 @@
 #   PRUNEBENCH_SLURM_USERS      extra users added to the account         ($SUDO_USER)
 #   PRUNEBENCH_SLURM_CPUS       CPUs the node advertises                 (what `slurmd -C` detects)
 #   PRUNEBENCH_SLURM_MEM_MB     memory the node advertises               (90% of what `slurmd -C` detects)
+#   PRUNEBENCH_SLURM_GPUS       stand-in GPUs the node advertises        (1)
 #   PRUNEBENCH_SLURM_PORT_BASE  slurmctld port; slurmd +1, slurmdbd +2, MariaDB +3   (6817)
 # CPUs and memory above the hardware are allowed (SlurmdParameters=config_overrides): the node then
 # oversubscribes, which is fine for tiny CI jobs and lets a site-sized profile be submitted unchanged.
@@ -38,6 +39,7 @@ STATE="${PRUNEBENCH_SLURM_STATE:-/tmp/prunebench-slurm}"
 PARTITION="${PRUNEBENCH_SLURM_PARTITION:-debug}"
 ACCOUNT="${PRUNEBENCH_SLURM_ACCOUNT:-ci}"
 EXTRA_USERS="${PRUNEBENCH_SLURM_USERS:-${SUDO_USER:-}}"
+GPUS="${PRUNEBENCH_SLURM_GPUS:-1}"
 PORT_BASE="${PRUNEBENCH_SLURM_PORT_BASE:-6817}"
 CLUSTER=prunebench
 PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
@@ -173,15 +175,15 @@ write_config() {
 }
 
 write_configs() {
-    local hw cpus mem topology
+    local hw cpus mem topology i files
     hw=$(slurmd -C | head -1)
     cpus=${PRUNEBENCH_SLURM_CPUS:-$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$hw")}
     # The detected sockets/cores/threads, unless the CPU count is overridden.
     topology="CPUs=$cpus"
     [[ -n "${PRUNEBENCH_SLURM_CPUS:-}" ]] || topology=$(grep -o 'CPUs=.*ThreadsPerCore=[0-9]*' <<<"$hw")
     mem=${PRUNEBENCH_SLURM_MEM_MB:-$(($(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$hw") * 90 / 100))}
-    [[ "$cpus" =~ ^[1-9][0-9]*$ && "$mem" =~ ^[1-9][0-9]*$ ]] ||
-        die "node size must be positive integers: CPUs='$cpus' MEM_MB='$mem'"
+    [[ "$cpus" =~ ^[1-9][0-9]*$ && "$mem" =~ ^[1-9][0-9]*$ && "$GPUS" =~ ^[1-9][0-9]*$ ]] ||
+        die "node size must be positive integers: CPUS='$cpus' MEM_MB='$mem' GPUS='$GPUS'"
     NODE=$(hostname -s)
     getent hosts "$NODE" >/dev/null || die "host name '$NODE' does not resolve; add it to /etc/hosts"
 
@@ -224,13 +226,19 @@ AccountingStoragePort=$((PORT_BASE + 2))
 AccountingStoragePass=$MUNGE_SOCKET
 AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/linux
-NodeName=$NODE $topology RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+NodeName=$NODE $topology RealMemory=$mem Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-    # slurmd ignores a GPU without a device file; /dev/null stands in (task/none binds nothing).
+    # slurmd ignores a GPU without a device file: $STATE/dev/gpuN are null devices (task/none binds nothing).
+    mkdir -p "$STATE/dev"
+    for ((i = 0; i < GPUS; i++)); do
+        [[ -c "$STATE/dev/gpu$i" ]] || mknod "$STATE/dev/gpu$i" c 1 3
+    done
+    files="$STATE/dev/gpu[0-$((GPUS - 1))]"
+    ((GPUS > 1)) || files="$STATE/dev/gpu0"
     write_config "$ETC/gres.conf" 644 <<EOF
 AutoDetect=off
-NodeName=$NODE Name=gpu File=/dev/null
+NodeName=$NODE Name=gpu File=$files
 EOF
     write_config "$ETC/slurmdbd.conf" 600 <<EOF
 AuthType=auth/munge
@@ -248,7 +256,7 @@ StoragePass=$DB_PASS
 StorageLoc=slurm_acct_db
 EOF
     chown slurm:slurm "$ETC/slurmdbd.conf"
-    say "node $NODE: CPUs=$cpus RealMemory=$mem gpu=1 (stand-in), partition $PARTITION, configs in $ETC"
+    say "node $NODE: CPUs=$cpus RealMemory=$mem gpu=$GPUS (stand-in), partition $PARTITION, configs in $ETC"
 }
 
 munge_ok() { munge -n --socket "$MUNGE_SOCKET" | unmunge --socket "$MUNGE_SOCKET"; }
