@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A single-node Slurm cluster on localhost, with accounting, for testing `snakemake --profile profiles/slurm`.
+# A single-node Slurm cluster on localhost, with accounting, for testing the workflow with profiles/slurm.
 #
-#   sudo ci/slurm-localhost.sh up       install what is missing, write configs, start the daemons, wait for idle
+#   sudo ci/slurm-localhost.sh up       install what is missing, write configs, start daemons, wait for idle
 #   sudo ci/slurm-localhost.sh status   what runs, and the node state
 #   sudo ci/slurm-localhost.sh down     stop exactly the daemons `up` started (keeps logs and the database)
 #   sudo ci/slurm-localhost.sh purge    `down`, then delete the state directory
@@ -107,7 +107,7 @@ stop_daemons() {
         name=${DAEMONS[i]}
         if pid=$(running_pid "$name"); then
             say "stopping $name (pid $pid)"
-            kill -TERM "$pid"
+            kill -TERM "$pid" 2>/dev/null || true
             if ! wait_for 30 gone "$pid"; then
                 say "$name (pid $pid) ignored SIGTERM for 30 s; sending SIGKILL"
                 kill -KILL "$pid" 2>/dev/null || true
@@ -161,14 +161,16 @@ install_packages() {
 
 # Write file $1 with mode $2 from stdin; fail if a daemon already runs with different content.
 write_config() {
-    local file=$1 mode=$2 new
+    local file=$1 mode=$2 new daemon
     new=$(cat)
     if [[ -f "$file" && "$(<"$file")" == "$new" ]]; then
         return 0
     fi
-    if running_pid slurmctld >/dev/null || running_pid slurmd >/dev/null || running_pid slurmdbd >/dev/null; then
-        die "the cluster runs with another $file; run '$0 down' first"
-    fi
+    for daemon in slurmdbd slurmctld slurmd; do
+        if running_pid "$daemon" >/dev/null; then
+            die "the cluster runs with another $file; run '$0 down' first"
+        fi
+    done
     printf '%s\n' "$new" >"$file.tmp"
     chmod "$mode" "$file.tmp"
     mv "$file.tmp" "$file"
@@ -232,7 +234,8 @@ EOF
     # slurmd ignores a GPU without a device file: $STATE/dev/gpuN are null devices (task/none binds nothing).
     mkdir -p "$STATE/dev"
     for ((i = 0; i < GPUS; i++)); do
-        [[ -c "$STATE/dev/gpu$i" ]] || mknod "$STATE/dev/gpu$i" c 1 3
+        [[ -c "$STATE/dev/gpu$i" ]] || mknod "$STATE/dev/gpu$i" c 1 3 ||
+            die "cannot create the stand-in GPU device $STATE/dev/gpu$i (mknod needs CAP_MKNOD)"
     done
     files="$STATE/dev/gpu[0-$((GPUS - 1))]"
     ((GPUS > 1)) || files="$STATE/dev/gpu0"
@@ -288,8 +291,9 @@ mariadbd_background() {
 start_mariadb() {
     if ! running_pid mariadbd >/dev/null; then
         if [[ ! -d "$STATE/mysql/mysql" ]]; then
-            mariadb-install-db --no-defaults --user=mysql --datadir="$STATE/mysql" --auth-root-authentication-method=socket \
-                >"$LOG/mariadb-install.log" 2>&1 || die "mariadb-install-db failed; see $LOG/mariadb-install.log"
+            mariadb-install-db --no-defaults --user=mysql --datadir="$STATE/mysql" \
+                --auth-root-authentication-method=socket >"$LOG/mariadb-install.log" 2>&1 ||
+                die "mariadb-install-db failed; see $LOG/mariadb-install.log"
         fi
         launch mariadbd "$RUN/mysqld/mariadbd.pid" mariadbd_background
     fi
@@ -308,7 +312,8 @@ setup_accounting() {
     sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER" ||
         sacctmgr -i add cluster "$CLUSTER" >/dev/null
     sacctmgr -n -P list account format=account | grep -qx "$ACCOUNT" ||
-        sacctmgr -i add account "$ACCOUNT" Cluster="$CLUSTER" Description="prunebench CI" Organization=ci >/dev/null
+        sacctmgr -i add account "$ACCOUNT" Cluster="$CLUSTER" Description="prunebench CI" Organization=ci \
+            >/dev/null
     for user in root $EXTRA_USERS; do
         id "$user" >/dev/null 2>&1 || die "user '$user' (PRUNEBENCH_SLURM_USERS) does not exist"
         sacctmgr -n -P list assoc user="$user" account="$ACCOUNT" format=user | grep -qx "$user" ||
@@ -321,8 +326,8 @@ node_idle() { [[ "$(sinfo -h -n "$NODE" -o %T)" == idle ]]; }
 up() {
     local t0=$SECONDS
     [[ $(id -u) == 0 ]] || die "'up' must run as root (it installs packages and starts daemons)"
-    mkdir -p "$ETC" "$RUN/munge" "$RUN/mysqld" "$LOG/munge" "$LOG/mysql" "$LOG/slurm" "$PIDS" "$STATE/munge-seed" "$STATE/mysql" \
-        "$STATE/spool/slurmctld" "$STATE/spool/slurmd"
+    mkdir -p "$ETC" "$RUN/munge" "$RUN/mysqld" "$LOG/munge" "$LOG/mysql" "$LOG/slurm" "$PIDS" \
+        "$STATE/munge-seed" "$STATE/mysql" "$STATE/spool/slurmctld" "$STATE/spool/slurmd"
     chmod 755 "$STATE"
     install_packages
     chown munge:munge "$RUN/munge" "$LOG/munge" "$STATE/munge-seed"
@@ -346,7 +351,8 @@ up() {
     if ! running_pid slurmctld >/dev/null; then
         launch slurmctld "$RUN/slurmctld.pid" slurmctld -f "$SLURM_CONF"
     fi
-    wait_for 30 bash -c 'scontrol ping | grep -q UP' || die "slurmctld does not answer; see $LOG/slurm/slurmctld.log"
+    wait_for 30 bash -c 'scontrol ping | grep -q UP' ||
+        die "slurmctld does not answer; see $LOG/slurm/slurmctld.log"
     if ! running_pid slurmd >/dev/null; then
         launch slurmd "$RUN/slurmd.pid" slurmd -f "$SLURM_CONF"
     fi
