@@ -26,11 +26,13 @@ CLUSTER_SCRIPT = REPO / "ci" / "slurm-localhost.sh"
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 LOCAL_PROFILE = REPO / "profiles" / "default"
 
-# The workflow under test. For the study: REPO / "Snakefile", REPO / "config" / "tiny.yaml" and
-# "results/tables/results.csv". Both runs get their own working directory (--directory), so relative
-# paths in the config must resolve from there.
-SNAKEFILE = REPO / "tests" / "data" / "slurm_smoke" / "Snakefile"
-CONFIGFILE: Path | None = REPO / "tests" / "data" / "slurm_smoke" / "config.yaml"
+# The workflow under test: the directory it runs in, and its config file relative to that directory.
+# For the study: WORKFLOW_ROOT = REPO, CONFIGFILE = "config/tiny.yaml". Each run gets a working directory
+# of its own that links to every entry of WORKFLOW_ROOT except outputs (OUTPUT_DIRS) and dot entries, so
+# relative paths in the Snakefile and config resolve as in the root.
+WORKFLOW_ROOT = REPO / "tests" / "data" / "slurm_smoke"
+CONFIGFILE: str | None = "config.yaml"
+OUTPUT_DIRS = ("results", "logs")
 RESULT_TABLE = "results/tables/results.csv"
 # Columns that legitimately differ between two runs (wall-clock measurements); left out of the comparison.
 VOLATILE_COLUMNS: tuple[str, ...] = ()
@@ -107,13 +109,21 @@ def slurm_cluster():
     assert down.returncode == 0, f"ci/slurm-localhost.sh down failed:\n{down.stdout}\n{down.stderr}"
 
 
+def _workdir(path: Path) -> Path:
+    """A fresh working directory that links to the workflow's files, without its outputs."""
+    path.mkdir()
+    for entry in WORKFLOW_ROOT.iterdir():
+        if not entry.name.startswith(".") and entry.name not in OUTPUT_DIRS:
+            (path / entry.name).symlink_to(entry)
+    return path
+
+
 def _snakemake(workdir: Path, profile: Path, *extra: str, timeout_s: int) -> subprocess.CompletedProcess:
-    config = ["--configfile", str(CONFIGFILE)] if CONFIGFILE else []
-    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *config, "--directory", str(workdir)]
-    command += ["--workflow-profile", str(profile), *extra]
+    config = ["--configfile", CONFIGFILE] if CONFIGFILE else []
+    command = [sys.executable, "-m", "snakemake", *config, "--workflow-profile", str(profile), *extra]
     return subprocess.run(
         ["timeout", "-k", "10", str(timeout_s), *command],
-        cwd=REPO,
+        cwd=workdir,
         env=_env(),
         capture_output=True,
         text=True,
@@ -155,7 +165,7 @@ def _rule(comment: str) -> str:
 
 
 def test_workflow_through_slurm_matches_local_run(slurm_cluster, tmp_path):
-    local = _snakemake(tmp_path / "local", LOCAL_PROFILE, timeout_s=RUN_TIMEOUT_S)
+    local = _snakemake(_workdir(tmp_path / "local"), LOCAL_PROFILE, timeout_s=RUN_TIMEOUT_S)
     assert local.returncode == 0, f"local run failed:\n{local.stderr[-4000:]}"
 
     profile = _profile()
@@ -164,7 +174,7 @@ def test_workflow_through_slurm_matches_local_run(slurm_cluster, tmp_path):
     start = time.monotonic()
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
     slurm = _snakemake(
-        tmp_path / "slurm",
+        _workdir(tmp_path / "slurm"),
         SLURM_PROFILE,
         "--slurm-init-seconds-before-status-checks",
         "2",
