@@ -24,18 +24,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "ci" / "slurm-localhost.sh"
 SLURM_PROFILE = REPO / "profiles" / "slurm"
-LOCAL_PROFILE = REPO / "profiles" / "default"
 
 # The workflow under test: the directory it runs in, and its config file relative to that directory.
-# For the study: WORKFLOW_ROOT = REPO, CONFIGFILE = "config/tiny.yaml". Each run gets a working directory
-# of its own that links to every entry of WORKFLOW_ROOT except outputs (OUTPUT_DIRS) and dot entries, so
-# relative paths in the Snakefile and config resolve as in the root.
-WORKFLOW_ROOT = REPO / "tests" / "data" / "slurm_smoke"
-CONFIGFILE: str | None = "config.yaml"
+# The tiny study. Each run gets a working directory of its own that links to every entry of WORKFLOW_ROOT
+# except outputs (OUTPUT_DIRS) and dot entries, so relative paths in the Snakefile and config resolve.
+WORKFLOW_ROOT = REPO
+CONFIGFILE: str | None = "config/tiny.yaml"
 OUTPUT_DIRS = ("results", "logs")
 RESULT_TABLE = "results/tables/results.csv"
-# Columns that legitimately differ between two runs (wall-clock measurements); left out of the comparison.
-VOLATILE_COLUMNS: tuple[str, ...] = ()
+# Rows that legitimately differ between two runs (wall-clock measurements) and the versions column.
+VOLATILE_KINDS = ("latency", "speedup", "cost")
 
 # What a site would set; the local cluster has this partition and account.
 PARTITION = "debug"
@@ -118,9 +116,9 @@ def _workdir(path: Path) -> Path:
     return path
 
 
-def _snakemake(workdir: Path, profile: Path, *extra: str, timeout_s: int) -> subprocess.CompletedProcess:
+def _snakemake(workdir: Path, *args: str, timeout_s: int) -> subprocess.CompletedProcess:
     config = ["--configfile", CONFIGFILE] if CONFIGFILE else []
-    command = [sys.executable, "-m", "snakemake", *config, "--workflow-profile", str(profile), *extra]
+    command = [sys.executable, "-m", "snakemake", *config, *args]
     return subprocess.run(
         ["timeout", "-k", "10", str(timeout_s), *command],
         cwd=workdir,
@@ -132,7 +130,8 @@ def _snakemake(workdir: Path, profile: Path, *extra: str, timeout_s: int) -> sub
 
 
 def _table(workdir: Path) -> pd.DataFrame:
-    return pd.read_csv(workdir / RESULT_TABLE).drop(columns=list(VOLATILE_COLUMNS))
+    table = pd.read_csv(workdir / RESULT_TABLE)
+    return table[~table["kind"].isin(VOLATILE_KINDS)].drop(columns=["versions"]).reset_index(drop=True)
 
 
 def _sacct(run_id: str, since: str) -> pd.DataFrame:
@@ -165,7 +164,7 @@ def _rule(comment: str) -> str:
 
 
 def test_workflow_through_slurm_matches_local_run(slurm_cluster, tmp_path):
-    local = _snakemake(_workdir(tmp_path / "local"), LOCAL_PROFILE, timeout_s=RUN_TIMEOUT_S)
+    local = _snakemake(_workdir(tmp_path / "local"), "--cores", "2", timeout_s=RUN_TIMEOUT_S)
     assert local.returncode == 0, f"local run failed:\n{local.stderr[-4000:]}"
 
     profile = _profile()
@@ -175,7 +174,8 @@ def test_workflow_through_slurm_matches_local_run(slurm_cluster, tmp_path):
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
     slurm = _snakemake(
         _workdir(tmp_path / "slurm"),
-        SLURM_PROFILE,
+        "--profile",
+        str(SLURM_PROFILE),
         "--slurm-init-seconds-before-status-checks",
         "2",
         "--default-resources",
