@@ -112,8 +112,13 @@ def test_measure_latency_fields_are_present_and_sane(dense):
     config = LatencyConfig(batch_sizes=(1, 2), prompt_lengths=(4, 8), **FAST)
     result = measure_latency(dense, config)
     json.dumps(result)
-    assert [(r["batch_size"], r["prompt_length"]) for r in result["rows"]] == [(1, 4), (1, 8), (2, 4), (2, 8)]
-    for row in result["rows"]:
+    assert [(r["batch_size"], r["prompt_length"]) for r in result["measurements"]] == [
+        (1, 4),
+        (1, 8),
+        (2, 4),
+        (2, 8),
+    ]
+    for row in result["measurements"]:
         check_ok_row(row, config)
     env = result["environment"]
     assert env["timer"] == "perf_counter" and env["threads"] == torch.get_num_threads()
@@ -128,10 +133,10 @@ def test_measure_latency_fields_are_present_and_sane(dense):
 
 def test_repeats_stop_once_both_the_minimum_count_and_duration_are_reached(dense):
     by_count = LatencyConfig(prompt_lengths=(4,), warmup=1, min_repeats=4, min_seconds=0.0, new_tokens=2)
-    assert measure_latency(dense, by_count)["rows"][0]["repeats"] == 4
+    assert measure_latency(dense, by_count)["measurements"][0]["repeats"] == 4
 
     config = LatencyConfig(prompt_lengths=(4,), warmup=1, min_repeats=2, min_seconds=0.3, new_tokens=2)
-    row = measure_latency(dense, config)["rows"][0]
+    row = measure_latency(dense, config)["measurements"][0]
     per_run = [
         p + d * config.new_tokens
         for p, d in zip(row["prefill_raw_s"], row["decode_raw_s_per_token"], strict=True)
@@ -159,7 +164,7 @@ def test_interleaved_base_gives_side_by_side_speedups(dense, pruned, monkeypatch
     assert speedup["ideal_weight_bytes"] == weight_bytes(dense) / weight_bytes(pruned) > 1
     assert speedup["ideal_prefill_flops"] > 1 and speedup["ideal_decode_flops"] > 1
     assert speedup["measured_prefill"] > 0 and speedup["measured_decode"] > 0
-    rows = {r["model"]: r for r in result["rows"]}
+    rows = {r["model"]: r for r in result["measurements"]}
     assert speedup["measured_decode"] == pytest.approx(
         rows["base"]["decode_median_s_per_token"] / rows["model"]["decode_median_s_per_token"]
     )
@@ -181,7 +186,7 @@ def test_out_of_memory_at_one_batch_size_is_recorded_and_the_sweep_goes_on(dense
     raise_oom_from_batch(pruned, 4, monkeypatch)
     config = LatencyConfig(batch_sizes=(1, 4, 2), prompt_lengths=(4,), **FAST)
     result = measure_latency(pruned, config, base=dense)
-    rows = {(r["model"], r["batch_size"]): r for r in result["rows"]}
+    rows = {(r["model"], r["batch_size"]): r for r in result["measurements"]}
     assert rows[("model", 4)]["status"] == DOES_NOT_FIT
     assert "OutOfMemoryError" in rows[("model", 4)]["error"]
     check_ok_row(rows[("base", 4)], config)  # the base still fits and is measured
@@ -254,7 +259,7 @@ def test_cli_measures_model_and_base_side_by_side(tmp_path, capsys):
         torch.set_num_threads(threads)
     result = json.loads(out.read_text())
     assert result["environment"]["threads"] == 1
-    assert [(r["model"], r["batch_size"]) for r in result["rows"]] == [
+    assert [(r["model"], r["batch_size"]) for r in result["measurements"]] == [
         ("model", 1),
         ("base", 1),
         ("model", 2),

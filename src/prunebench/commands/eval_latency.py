@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     result = measure_latency(model, config, base=base)
     result.update({"model": args.model, "base_model": args.base_model})
     atomic_write_json(args.out, result)
-    for row in result["rows"]:
+    for row in result["measurements"]:
         cell = f"{row['model']} batch {row['batch_size']} prompt {row['prompt_length']}"
         if row["status"] == DOES_NOT_FIT:
             print(f"{cell}: {DOES_NOT_FIT}")

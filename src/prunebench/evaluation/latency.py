@@ -374,8 +374,8 @@ def measure_latency(
     """Sweep batch sizes x prompt lengths for ``model`` (and ``base`` interleaved); a JSON-able dict.
 
     Keys: ``protocol`` (the config plus what is fixed), ``environment``, ``models`` (sizes and FLOPs of
-    ``model`` and ``base``), ``rows`` (one tidy row per model and cell, raw timings included) and, with a
-    base model, ``speedups`` (measured and ideal, per cell).
+    ``model`` and ``base``), ``measurements`` (one tidy row per model and cell, raw timings included)
+    and, with a base model, ``speedups`` (measured and ideal, per cell).
     """
     validate_config(config)
     check_fits_context(model, config)
@@ -405,7 +405,7 @@ def measure_latency(
         },
         "environment": environment(device),
         "models": described,
-        "rows": rows,
+        "measurements": rows,
     }
     if base is not None:
         result["speedups"] = _speedup_rows(rows, described, config)
