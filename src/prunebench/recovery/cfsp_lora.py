@@ -87,13 +87,8 @@ def allocate_ranks(importance: torch.Tensor, base_rank: int) -> list[int]:
 
 
 def kept_dense_layers(plan, dense_layers: int) -> list[int]:
-    """Dense indices of the layers a plan keeps (a layer is deleted when both its parts are [])."""
-    deleted = {
-        i
-        for i, lp in plan.layers.items()
-        if lp.kv_heads is not None and lp.mlp_channels is not None and not lp.kv_heads and not lp.mlp_channels
-    }
-    return [i for i in range(dense_layers) if i not in deleted]
+    """Dense indices of the layers a plan keeps, in order (= the pruned model's layers)."""
+    return [i for i in range(dense_layers) if not (i in plan.layers and plan.layers[i].removes_layer)]
 
 
 def importance_from_scores(scores_dir: str, model_dir: str, num_layers: int) -> torch.Tensor:

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import resource
-import tempfile
 import time
 
 import peft
@@ -21,6 +20,8 @@ import torch
 import transformers
 
 from prunebench.errors import PrunebenchError
+from prunebench.io import atomic_directory
+from prunebench.models import load_pretrained, save_pretrained
 from prunebench.recovery.config import Budget, RecoveryConfig
 from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
 from prunebench.recovery.data import SequenceData, prepare_data
@@ -36,18 +37,6 @@ from prunebench.recovery.training import (
 from prunebench.recovery.variants import RankContext, get_variant
 
 CHECKPOINT_SUBDIR = "resume"
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def log_csv(rows: list[dict]) -> str:
@@ -122,8 +111,6 @@ def recover(
         _check_source(source)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    from prunebench.models import load_pretrained, save_pretrained
-
     model, tokenizer = load_pretrained(model_dir, dtype=torch.float32, device=str(dev))
     if tokenizer is None:
         raise PrunebenchError(f"{model_dir!r} has no tokenizer: recovery needs one to read its data")
@@ -190,7 +177,6 @@ def recover(
 
     model.eval()
     val_after = evaluate_loss(model, val, config.micro_batch, config.val_batches) if val else None
-    save_pretrained(model, out_dir, tokenizer=tokenizer, plan=_load_plan(model_dir))
     memory, memory_kind = peak_memory(dev)
     summary = {
         "variant": variant,
@@ -228,7 +214,9 @@ def recover(
             "python": platform.python_version(),
         },
     }
-    write_atomic(os.path.join(out_dir, "train_log.csv"), log_csv(progress.log))
-    write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    checkpointer.clear()
+    with atomic_directory(out_dir) as staging:  # model, log and summary appear together
+        save_pretrained(model, staging, tokenizer=tokenizer, plan=_load_plan(model_dir))
+        (staging / "train_log.csv").write_text(log_csv(progress.log), encoding="utf-8")
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    checkpointer.clear()  # inside out_dir it went with the old directory; elsewhere remove it now
     return summary
