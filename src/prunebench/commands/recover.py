@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.commands.common import parse_params
+from prunebench.commands.common import add_model_arguments, dtype_of, parse_params
 from prunebench.recovery import Budget, RecoveryConfig, available_variants, recover
 
 NAME = "recover"
@@ -28,7 +28,7 @@ CONFIG_FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="pruned model directory (or any supported model)")
+    add_model_arguments(parser)
     parser.add_argument("--variant", required=True, help=f"one of: {', '.join(available_variants())}")
     parser.add_argument(
         "--data",
@@ -50,7 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scores", help="cfsp_lora: CFSP scores directory (coarse_importance)")
     parser.add_argument("--lora-data", help="data for the LoRA phase of cpt_lora (default: --data)")
     parser.add_argument("--checkpoint-dir", help="resumable state (default: OUT/resume)")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -93,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         lora_data=args.lora_data,
         checkpoint_dir=args.checkpoint_dir,
         device=args.device,
+        dtype=dtype_of(args),
         show_progress=not args.no_progress,
     )
     val = summary["val_loss_after"]

@@ -89,13 +89,15 @@ def recover(
     lora_data: str | None = None,
     checkpoint_dir: str | None = None,
     device: str | None = None,
+    dtype: torch.dtype = torch.float32,
     show_progress: bool = True,
 ) -> dict:
     """Recover a pruned model; returns the summary (also written to ``out_dir/summary.json``).
 
     ``data`` feeds every phase except that ``lora_data`` (default: ``data``) feeds LoRA phases (e.g.
     C4 for CPT, Alpaca for LoRA). ``checkpoint_dir`` (default ``out_dir/resume``) holds the resumable
-    state; a rerun with the same arguments continues from it.
+    state; a rerun with the same arguments continues from it. The weights are loaded in ``dtype``
+    (fp32 by default); on a GPU the forward passes run under bf16 autocast.
     """
     wall_start = time.perf_counter()
     config = config or RecoveryConfig()
@@ -111,7 +113,7 @@ def recover(
         _check_source(source)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    model, tokenizer = load_pretrained(model_dir, dtype=torch.float32, device=str(dev))
+    model, tokenizer = load_pretrained(model_dir, dtype=dtype, device=str(dev))
     if tokenizer is None:
         raise PrunebenchError(f"{model_dir!r} has no tokenizer: recovery needs one to read its data")
     if "lora" in spec.phases:
@@ -134,6 +136,7 @@ def recover(
         "data": sources,
         "steps": shares,
         "seed": seed,
+        "dtype": str(dtype),
         "config": config.to_dict(),
         "ranks": ranks,
     }
@@ -206,7 +209,8 @@ def recover(
         "peak_memory_bytes": memory,
         "peak_memory_kind": memory_kind,
         "device": str(dev),
-        "precision": "bf16 autocast" if dev.type == "cuda" else "fp32",
+        "precision": f"{str(dtype).removeprefix('torch.')} weights"
+        + (", bf16 autocast" if dev.type == "cuda" else ""),
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
