@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from prunebench.data import load_text, tokenize
 from prunebench.errors import PrunebenchError
 
 IGNORE = -100
@@ -102,7 +103,7 @@ def _pad_id(tokenizer) -> int:
 
 def text_windows(tokenizer, text: str, seqlen: int, source: str) -> list[tuple[list[int], list[int]]]:
     """Non-overlapping ``seqlen``-token windows of the tokenized text (the remainder is dropped)."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenize(tokenizer, text).tolist()
     if len(ids) < seqlen:
         raise PrunebenchError(
             f"data source {source!r} has {len(ids)} tokens, fewer than one training sequence of {seqlen}"
@@ -152,12 +153,6 @@ def read_instruction_records(source: str) -> list[dict]:
     return records
 
 
-def _load_text(source: str, split: str) -> str:
-    from prunebench.data import load_text
-
-    return load_text(source, split=split)
-
-
 def has_validation_split(source: str) -> bool:
     """A directory or a named corpus has a validation split; a single text file has none."""
     return not os.path.isfile(source)
@@ -190,10 +185,10 @@ def prepare_data(
         )
         return train, val
     train = SequenceData(
-        text_windows(tokenizer, _load_text(source, "train"), seqlen, source), pad, seed, "text"
+        text_windows(tokenizer, load_text(source, "train"), seqlen, source), pad, seed, "text"
     )
     val = None
     if n_val > 0 and has_validation_split(source):
-        val_text = _load_text(source, "validation")
+        val_text = load_text(source, "validation")
         val = SequenceData(text_windows(tokenizer, val_text, seqlen, source)[:n_val], pad, seed, "text")
     return train, val
