@@ -143,3 +143,18 @@ def test_lora_targets_all_seven_projections():
     assert trainable and all("lora_" in n for n in trainable)
     ranks = {p.shape[0] for n, p in peft_model.named_parameters() if "lora_A" in n}
     assert ranks == {8}
+
+
+def test_gradient_checkpointing_gives_the_same_training(setup):
+    model_dir, corpus, root = setup
+    plain = recover(
+        model_dir, "lora", corpus, str(root / "gc_off"), Budget(steps=3), config=FAST, show_progress=False
+    )
+    config = RecoveryConfig(**{**FAST.to_dict(), "gradient_checkpointing": True})
+    checked = recover(
+        model_dir, "lora", corpus, str(root / "gc_on"), Budget(steps=3), config=config, show_progress=False
+    )
+    assert [float(r["loss"]) for r in read_log(str(root / "gc_on"))] == pytest.approx(
+        [float(r["loss"]) for r in read_log(str(root / "gc_off"))], rel=1e-5
+    )
+    assert checked["val_loss_after"] == pytest.approx(plain["val_loss_after"], rel=1e-5)

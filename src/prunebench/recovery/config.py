@@ -42,7 +42,7 @@ class RecoveryConfig:
     cpt_betas: tuple[float, float] = (0.9, 0.95)
     save_every: int = 50  # steps between resumable checkpoints
     gradient_checkpointing: bool = False
-    val_batches: int = 8  # validation loss on at most this many batches
+    val_batches: int = 8  # validation loss on at most val_batches x batch_size sequences
     importance_nsamples: int = 32  # cfsp_lora: calibration sequences for the coarse importance
 
     def __post_init__(self) -> None:

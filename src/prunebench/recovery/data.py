@@ -72,10 +72,9 @@ class SequenceData:
         picks = [int(self._order(pos // n)[pos % n]) for pos in range(start, start + size)]
         return self.collate([self.examples[i] for i in picks])
 
-    def ordered_batches(self, size: int, limit: int | None = None):
-        """Consecutive batches in file order (validation), at most ``limit`` of them."""
-        starts = range(0, len(self.examples), size)
-        for begin in starts if limit is None else starts[:limit]:
+    def ordered_batches(self, size: int):
+        """Consecutive batches in file order (validation)."""
+        for begin in range(0, len(self.examples), size):
             yield self.collate(self.examples[begin : begin + size])
 
     def collate(self, examples: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ import transformers
 from prunebench.errors import PrunebenchError
 from prunebench.io import atomic_directory
 from prunebench.models import load_pretrained, save_pretrained
+from prunebench.plan import PruningPlan
 from prunebench.recovery.config import Budget, RecoveryConfig
 from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
 from prunebench.recovery.data import SequenceData, prepare_data
@@ -68,12 +69,10 @@ def _check_source(source: str) -> None:
         raise PrunebenchError(f"data source {source!r} does not exist")
 
 
-def _load_plan(model_dir: str):
+def _load_plan(model_dir: str) -> PruningPlan | None:
     path = os.path.join(model_dir, "plan.json")
     if not os.path.exists(path):
         return None
-    from prunebench.plan import PruningPlan
-
     return PruningPlan.load(path)
 
 
@@ -128,7 +127,7 @@ def recover(
         RankContext(model, model_dir, datasets[lora_source][0], config, scores_dir)
     )
     val = datasets[sources[-1]][1]
-    val_before = evaluate_loss(model, val, config.micro_batch, config.val_batches) if val else None
+    val_before = evaluate_loss(model, val, config.micro_batch) if val else None
 
     fingerprint = {
         "model": os.path.abspath(model_dir) if os.path.exists(model_dir) else model_dir,
@@ -179,7 +178,7 @@ def recover(
             checkpointer.save({"progress": vars(progress).copy()})
 
     model.eval()
-    val_after = evaluate_loss(model, val, config.micro_batch, config.val_batches) if val else None
+    val_after = evaluate_loss(model, val, config.micro_batch) if val else None
     memory, memory_kind = peak_memory(dev)
     summary = {
         "variant": variant,

@@ -161,13 +161,13 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, data: SequenceData, batch_size: int, limit: int) -> float:
-    """Mean next-token NLL over the label tokens of at most ``limit`` batches (in data order)."""
+def evaluate_loss(model: nn.Module, data: SequenceData, batch_size: int) -> float:
+    """Mean next-token NLL over the label tokens of every example of ``data``."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for batch in data.ordered_batches(batch_size, limit):
+    for batch in data.ordered_batches(batch_size):
         batch = _to(batch, device)
         with _autocast(device):
             loss = model(**batch).loss.float()
