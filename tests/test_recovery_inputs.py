@@ -54,6 +54,8 @@ def no_training(monkeypatch):
         ({"--target-modules": "q_proj,qkv_proj"}, "qkv_proj exist in no decoder layer"),
         ({"--lr": "0"}, "learning rate must be > 0"),
         ({"--param": "lora_rank=4"}, "unknown recovery option 'lora_rank'; did you mean lora_r"),
+        ({"--param": "lora_dropout=much"}, "recovery option lora_dropout expects float, got 'much'"),
+        ({"--param": "micro_batch_size=3"}, "micro_batch_size 3 must be > 0 and divide batch_size 4"),
         ({"--scores": "x"}, "--scores is used by cfsp_lora only"),
         ({"--model": "/nonexistent/pruned_model"}, "model not found: /nonexistent/pruned_model"),
     ],
@@ -73,6 +75,25 @@ def test_bad_input_is_one_clear_error_before_training(setup, tmp_path, capsys, n
     err = capsys.readouterr().err.strip()
     assert err.startswith("prunebench: error:") and message in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_options_from_strings_and_from_config_values():
+    text = RecoveryConfig.from_params(
+        {"micro_batch_size": "2", "lora_betas": "0.9,0.99", "target_modules": "q_proj,v_proj", "lr": "2e-4"}
+    )
+    assert (
+        text.micro_batch == 2
+        and text.lora_betas == (0.9, 0.99)
+        and text.target_modules == ("q_proj", "v_proj")
+    )
+    assert (
+        text.lr == 2e-4
+        and RecoveryConfig.from_params({"gradient_checkpointing": "true"}).gradient_checkpointing
+    )
+    typed = RecoveryConfig.from_params(
+        {"target_modules": ["q_proj", "v_proj"], "lr": 2e-4, "micro_batch_size": 2, "lora_betas": [0.9, 0.99]}
+    )
+    assert typed == text
 
 
 def test_malformed_instruction_file_is_refused(setup, tmp_path, no_training):

@@ -58,25 +58,8 @@ def config_of(args: argparse.Namespace) -> RecoveryConfig:
     params: dict = {field: getattr(args, field) for field in CONFIG_FLAGS if getattr(args, field) is not None}
     if args.gradient_checkpointing:
         params["gradient_checkpointing"] = True
-    for key, value in parse_params(args.param).items():
-        params[key] = _typed(key, value)
+    params.update(parse_params(args.param))
     return RecoveryConfig.from_params(params)
-
-
-def _typed(key: str, value: str):
-    """Convert a ``--param`` string to the type of the config field's default."""
-    default = (
-        RecoveryConfig.__dataclass_fields__[key].default
-        if key in RecoveryConfig.__dataclass_fields__
-        else None
-    )
-    if isinstance(default, bool):
-        return value.lower() in ("1", "true", "yes")
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,18 +84,35 @@ class RecoveryConfig:
             close = difflib.get_close_matches(key, fields, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(fields)}"
             raise PrunebenchError(f"unknown recovery option {key!r}{hint}")
-        values = {}
-        for key, value in params.items():
-            if key in ("target_modules", "lora_betas", "cpt_betas") and value is not None:
-                value = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-                if key != "target_modules":
-                    value = tuple(float(v) for v in value)
-            values[key] = value
+        values = {key: _coerce(key, fields[key].type, value) for key, value in params.items()}
         return cls(**values)
 
     def to_dict(self) -> dict:
         """JSON-serialisable form, for the summary and the checkpoint fingerprint."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _coerce(key: str, annotation: str, value):
+    """A value of the field's type; strings (command line) are parsed, ``a,b`` lists split."""
+    if isinstance(value, str) and annotation.startswith("tuple"):
+        value = value.split(",")
+    if annotation.startswith("tuple"):
+        kind = float if "float" in annotation else str
+        return tuple(kind(v) for v in value)
+    if not isinstance(value, str):
+        return value
+    try:
+        if annotation.startswith("bool"):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if annotation.startswith("int"):
+            return int(value)
+        if annotation.startswith("float"):
+            return float(value)
+    except ValueError:
+        raise PrunebenchError(f"recovery option {key} expects {annotation}, got {value!r}") from None
+    return value
 
 
 @dataclass(frozen=True)
