@@ -9,7 +9,7 @@ blocks, the ratio check made before scoring, and turning an order into a plan.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.removal_order import Removal, plan_from_order
-from prunebench.models.counting import decoder_params, sublayer_params
+from prunebench.methods.removal_order import Removal, plan_from_order, removal_params
+from prunebench.models.adapter import ModelAdapter
+from prunebench.models.counting import decoder_params
 from prunebench.plan import PruningPlan
 
 
@@ -48,7 +49,7 @@ def removable_order(order: list[int], protected: list[int], num_layers: int) -> 
     return [i for i in order if i not in protected][: num_layers - 1]
 
 
-def check_block_ratio(adapter, target_ratio: float, protected: list[int], method: str) -> None:
+def check_block_ratio(adapter: ModelAdapter, target_ratio: float, protected: list[int], method: str) -> None:
     """Raise if no choice of removable blocks reaches ``target_ratio`` (checked before any scoring).
 
     The largest removable parameter count is the sum of the largest removable blocks, at most
@@ -56,7 +57,7 @@ def check_block_ratio(adapter, target_ratio: float, protected: list[int], method
     """
     n = adapter.num_layers
     allowed = [i for i in range(n) if i not in protected]
-    sizes = sorted((_block_params(adapter, i) for i in allowed), reverse=True)[: n - 1]
+    sizes = sorted((removal_params(adapter, Removal(i, "block")) for i in allowed), reverse=True)[: n - 1]
     reachable = sum(sizes) / decoder_params(adapter.model)
     if reachable < float(target_ratio):
         raise PrunebenchError(
@@ -67,7 +68,7 @@ def check_block_ratio(adapter, target_ratio: float, protected: list[int], method
 
 
 def plan_from_block_order(
-    adapter, order: list[int], target_ratio: float, method: str, params: dict, notes: dict
+    adapter: ModelAdapter, order: list[int], target_ratio: float, method: str, params: dict, notes: dict
 ) -> PruningPlan:
     """The shortest prefix of ``order`` (whole blocks) reaching ``target_ratio``, with provenance notes."""
     plan = plan_from_order(
@@ -82,17 +83,13 @@ def plan_from_block_order(
     return plan
 
 
-def check_scores_match(scores_len: int, adapter, method: str) -> None:
+def check_scores_match(scores_len: int, adapter: ModelAdapter, method: str) -> None:
     """Scores carry one value per dense layer; anything else belongs to another model."""
     if scores_len != adapter.num_layers:
         raise PrunebenchError(
             f"{method}: scores have {scores_len} blocks but the model has {adapter.num_layers} "
             "decoder layers; scores must come from this (dense) model"
         )
-
-
-def _block_params(adapter, layer: int) -> int:
-    return sublayer_params(adapter, layer, "attn") + sublayer_params(adapter, layer, "mlp")
 
 
 @dataclass
@@ -112,7 +109,7 @@ def _hidden_out(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def capture_layer_calls(adapter, input_ids: torch.Tensor) -> LayerCalls:
+def capture_layer_calls(adapter: ModelAdapter, input_ids: torch.Tensor) -> LayerCalls:
     """Run the dense model once and record each decoder layer's call, so that any chain of layers can
     be replayed later exactly as the model would call them (no cache)."""
     captured: list[dict[str, Any]] = [{} for _ in adapter.layers]
@@ -138,13 +135,15 @@ def capture_layer_calls(adapter, input_ids: torch.Tensor) -> LayerCalls:
     return LayerCalls(first[0], captured)
 
 
-def run_layer(adapter, calls: LayerCalls, index: int, hidden: torch.Tensor) -> torch.Tensor:
+def run_layer(adapter: ModelAdapter, calls: LayerCalls, index: int, hidden: torch.Tensor) -> torch.Tensor:
     """Decoder layer ``index`` applied to ``hidden`` with the arguments the dense model gave it."""
     return _hidden_out(adapter.layers[index](hidden, **calls.kwargs[index]))
 
 
 @contextmanager
-def layer_io_hooks(adapter, on_layer) -> Iterator[None]:
+def layer_io_hooks(
+    adapter: ModelAdapter, on_layer: Callable[[int, torch.Tensor, torch.Tensor], None]
+) -> Iterator[None]:
     """Call ``on_layer(index, input_hidden, output_hidden)`` for every decoder layer during a forward.
 
     The states are the residual stream itself, before the model's final norm (unlike the last entry

@@ -54,6 +54,7 @@ from prunebench.methods.block_ranking import (
     run_layer,
 )
 from prunebench.models import get_adapter
+from prunebench.models.adapter import ModelAdapter
 from prunebench.plan import PruningPlan
 
 
@@ -81,18 +82,18 @@ class ShortenedTaylorConfig(ShortenedConfig):
     batch_size: int = 10
 
 
-def _device(adapter) -> torch.device:
+def _device(adapter: ModelAdapter) -> torch.device:
     return adapter.embed_tokens.weight.device
 
 
-def _token_nll_sum(adapter, hidden: torch.Tensor, input_ids: torch.Tensor) -> float:
+def _token_nll_sum(adapter: ModelAdapter, hidden: torch.Tensor, input_ids: torch.Tensor) -> float:
     """Summed next-token cross-entropy of the rows ``input_ids`` given the last decoder output."""
     logits = adapter.lm_head(adapter.final_norm(hidden))[:, :-1].float()
     labels = input_ids[:, 1:]
     return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum"))
 
 
-def block_removal_nll(adapter, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
+def block_removal_nll(adapter: ModelAdapter, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
     """Mean token NLL of the calibration rows with each block removed alone (PPL criterion, step 2).
 
     For each batch the dense model runs once to record each layer's arguments; then, walking down the
@@ -116,7 +117,7 @@ def block_removal_nll(adapter, calibration: torch.LongTensor, batch_size: int) -
     return total / tokens
 
 
-def block_taylor(adapter, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
+def block_taylor(adapter: ModelAdapter, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
     """Per-block Σ|W ⊙ ∂L/∂W| over the block's weight parameters (Taylor criterion, step 3).
 
     Only block weights take gradients during the pass (embeddings, final norm and LM head are not

@@ -38,6 +38,7 @@ from prunebench.methods.block_ranking import (
     removable_order,
 )
 from prunebench.models import get_adapter
+from prunebench.models.adapter import ModelAdapter
 from prunebench.plan import PruningPlan
 
 
@@ -57,7 +58,7 @@ class ShortGPTConfig(MethodConfig):
             raise PrunebenchError(f"batch_size must be > 0, got {self.batch_size}")
 
 
-def block_influence(adapter, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
+def block_influence(adapter: ModelAdapter, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
     """BI_i = 1 − token-mean cos(input of layer i, output of layer i), pre-norm states (step 2)."""
     n = adapter.num_layers
     cos_sum = torch.zeros(n, dtype=torch.float64)
