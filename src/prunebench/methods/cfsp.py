@@ -72,6 +72,8 @@ SCALE = 1e4
 SHRINK_MARGIN = 1.05
 # Points of the grid over the native FFN ratio searched by ``select``.
 GRID_POINTS = 2000
+# Points between two grid points that straddle the target.
+REFINE_POINTS = 50
 # Meta keys that must agree between scoring and selection.
 SCORING_KEYS = ("a", "b", "c")
 
@@ -200,13 +202,24 @@ class _Budget:
         return self.decoder_ratio([min(floor, m) for m in self.widths])
 
     def native_ratio(self, importance: list[float], target: float) -> float:
-        """The native FFN ratio whose rounded plan comes closest to ``target`` (ties: nearest nominal)."""
+        """The native FFN ratio whose rounded plan comes closest to ``target`` (ties: nearest nominal).
+
+        A grid over ``[0, 1)`` plus the nominal ``target / ffn_share``, refined between neighbouring
+        grid points whose achieved ratios straddle the target (where layers cross a rounding step).
+        """
+
+        def miss(r: float) -> float:
+            return self.decoder_ratio(self.counts(importance, r)) - target
+
         nominal = min(target / self.ffn_share(), 1 - 1 / GRID_POINTS)
-        grid = [i / GRID_POINTS for i in range(GRID_POINTS)] + [nominal]
-        return min(
-            grid,
-            key=lambda r: (abs(self.decoder_ratio(self.counts(importance, r)) - target), abs(r - nominal)),
-        )
+        grid = [i / GRID_POINTS for i in range(GRID_POINTS)]
+        misses = [miss(r) for r in grid]
+        candidates = [*grid, nominal]
+        for i in range(GRID_POINTS - 1):
+            if misses[i] * misses[i + 1] < 0:
+                step = (grid[i + 1] - grid[i]) / REFINE_POINTS
+                candidates += [grid[i] + j * step for j in range(1, REFINE_POINTS)]
+        return min(candidates, key=lambda r: (abs(miss(r)), abs(r - nominal)))
 
 
 def _check_ratio_range(name: str, value: float) -> None:
