@@ -9,9 +9,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
 from prunebench.methods.magnitude_sp import MagnitudeSpConfig, channel_scores, group_scores
+from prunebench.methods.width_budget import uniform_keep_counts
 from prunebench.models import apply_plan, get_adapter
 from prunebench.models.counting import achieved_ratios
-from prunebench.methods.width_budget import uniform_keep_counts
 
 
 def tiny_llama(head_dim: int = 16, heads: int = 4, kv_heads: int = 2, seed: int = 0):

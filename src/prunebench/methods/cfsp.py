@@ -80,12 +80,9 @@ SCORING_KEYS = ("a", "b", "c")
 
 @dataclass(frozen=True)
 class CfspConfig(MethodConfig):
-    """Official defaults (``main.py`` argparse and ``start.sh``)."""
+    """Official defaults (``main.py`` argparse, ``get_llm`` and ``start.sh``): WikiText-2 train, 128 x 1024, seed 0."""
 
-    calibration: str = "wikitext2"
-    nsamples: int = 128
     seqlen: int = 1024
-    seed: int = 0
     a: float = 1.0  # temperature of the coarse sigmoid (--a)
     b: float = 1.0  # exponent of the activation inside T1 (--b)
     c: float = 1.0  # exponent of the activation multiplying the sum (--c)
@@ -93,6 +90,23 @@ class CfspConfig(MethodConfig):
     round_to: int = 128  # the official multiple; tiny test models use smaller ones
     ffn_ratio: float | None = None  # native knob: fraction of FFN channels removed (overrides the mapping)
     tolerance: float = 0.02  # largest accepted |achieved - target| decoder ratio
+
+    def __post_init__(self) -> None:
+        # MethodConfig.from_params coerces plain scalar types only; a command-line "0.3" arrives as text.
+        if isinstance(self.ffn_ratio, str):
+            try:
+                object.__setattr__(self, "ffn_ratio", float(self.ffn_ratio))
+            except ValueError:
+                raise PrunebenchError(f"cfsp: ffn_ratio={self.ffn_ratio!r} is not a number") from None
+
+    def check(self) -> None:
+        super().check()
+        if self.ffn_ratio is not None and not 0 <= self.ffn_ratio < 1:
+            raise PrunebenchError(f"cfsp: ffn_ratio must be in [0, 1), got {self.ffn_ratio}")
+        if self.round_to < 1:
+            raise PrunebenchError(f"cfsp: round_to must be a positive integer, got {self.round_to}")
+        if self.tolerance < 0:
+            raise PrunebenchError(f"cfsp: tolerance must be >= 0, got {self.tolerance}")
 
 
 def angular_distance(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
@@ -222,19 +236,10 @@ class _Budget:
         return min(candidates, key=lambda r: (abs(miss(r)), abs(r - nominal)))
 
 
-def _check_ratio_range(name: str, value: float) -> None:
-    if not 0 <= value < 1:
-        raise PrunebenchError(f"cfsp: {name} must be in [0, 1), got {value}")
-
-
 def _dense_adapter(model):
     adapter = get_adapter(model)
-    for i in range(adapter.num_layers):
-        if adapter.mlp_channels(i) != adapter.intermediate_size:
-            raise PrunebenchError(
-                f"cfsp scores a dense model; layer {i} has {adapter.mlp_channels(i)} FFN channels "
-                f"instead of {adapter.intermediate_size}"
-            )
+    if not adapter.is_dense():
+        raise PrunebenchError("cfsp scores and selects on a dense model; this one is already pruned")
     return adapter
 
 
@@ -247,11 +252,7 @@ class Cfsp(Method):
 
     def check_ratio(self, model, target_ratio: float, config: CfspConfig) -> None:
         """Reject ratios CFSP cannot realise, before any scoring."""
-        _check_ratio_range("target ratio", target_ratio)
-        if config.ffn_ratio is not None:
-            _check_ratio_range("ffn_ratio", config.ffn_ratio)
-        if config.round_to < 1:
-            raise PrunebenchError(f"cfsp: round_to must be a positive integer, got {config.round_to}")
+        super().check_ratio(model, target_ratio, config)
         adapter = _dense_adapter(model)
         if config.cuda_friendly and adapter.intermediate_size < config.round_to:
             raise PrunebenchError(
@@ -341,7 +342,7 @@ class Cfsp(Method):
             i: LayerPlan(mlp_channels=None if n == m else top_indices(fine[i], n))
             for i, (m, n) in enumerate(zip(budget.widths, counts, strict=True))
         }
-        params = {k: getattr(config, k) for k in config.__dataclass_fields__}
+        params = config.to_dict()
         plan = PruningPlan(
             base_model=getattr(model.config, "_name_or_path", "") or "",
             method="cfsp",
