@@ -326,3 +326,42 @@ def test_unsupported_family_and_short_calibration_fail_before_forward():
     with pytest.raises(PrunebenchError, match="calibration"):
         get_method("cfsp").score(model, torch.zeros(0, 12, dtype=torch.long), CfspConfig.from_params(SMALL))
     assert counter.calls == 0
+
+
+# ---------------------------------------------------------------- generic CLI
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("cfsp", ["--param", "round_to=8", "--param", "a=1"]), ("magnitude-sp", [])],
+)
+def test_cli_score_then_prune(tmp_path, tiny_tokenizer, tiny_text, method, params):
+    from prunebench.cli import main
+    from prunebench.models import load_pretrained, save_pretrained
+    from prunebench.plan import PruningPlan
+
+    save_pretrained(tiny_llama(), tmp_path / "dense", tokenizer=tiny_tokenizer)
+    (tmp_path / "calib.txt").write_text(tiny_text)
+    common = ["--model", str(tmp_path / "dense"), "--method", method, *params]
+    calib = ["--calib", str(tmp_path / "calib.txt"), "--nsamples", "2", "--seqlen", "16"]
+    assert main(["score", *common, *calib, "--out", str(tmp_path / "scores")]) == 0
+    out = tmp_path / "pruned"
+    assert (
+        main(["prune", *common, "--ratio", "0.25", "--scores", str(tmp_path / "scores"), "--out", str(out)])
+        == 0
+    )
+    plan = PruningPlan.load(out / "plan.json")
+    assert abs(plan.achieved["decoder_ratio"] - 0.25) <= 0.02
+    pruned, _ = load_pretrained(str(out))
+    with torch.no_grad():
+        assert torch.isfinite(pruned(calibration(1, 8)).logits).all()
+
+
+def test_cli_unreachable_ratio_is_one_line_error(tmp_path, tiny_tokenizer, capsys):
+    from prunebench.cli import main
+    from prunebench.models import save_pretrained
+
+    save_pretrained(tiny_llama(), tmp_path / "dense", tokenizer=tiny_tokenizer)
+    argv = ["prune", "--model", str(tmp_path / "dense"), "--method", "cfsp", "--param", "round_to=8"]
+    assert main([*argv, "--ratio", "0.7", "--calib", "nonexistent.txt", "--out", str(tmp_path / "p")]) == 2
+    assert "FFN channels only" in capsys.readouterr().err
