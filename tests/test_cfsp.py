@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import make_tiny_model
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -213,6 +214,9 @@ def _direct_layer_statistics(model, calib):
         pytest.param(lambda: tiny_llama(head_dim=32, heads=2, kv_heads=1), id="hd32"),
         pytest.param(lambda: tiny_llama(head_dim=64, heads=2, kv_heads=2), id="hd64"),
         pytest.param(tiny_qwen2, id="qwen2"),
+        pytest.param(
+            lambda: make_tiny_model("mistral", intermediate_size=64, num_hidden_layers=3), id="mistral"
+        ),
     ],
 )
 def test_scores_match_dense_activations(build):
@@ -365,3 +369,23 @@ def test_cli_unreachable_ratio_is_one_line_error(tmp_path, tiny_tokenizer, capsy
     argv = ["prune", "--model", str(tmp_path / "dense"), "--method", "cfsp", "--param", "round_to=8"]
     assert main([*argv, "--ratio", "0.7", "--calib", "nonexistent.txt", "--out", str(tmp_path / "p")]) == 2
     assert "FFN channels only" in capsys.readouterr().err
+
+
+def test_cli_short_calibration_text_fails_before_scoring(tmp_path, tiny_tokenizer, capsys):
+    from prunebench.cli import main
+    from prunebench.models import save_pretrained
+
+    save_pretrained(tiny_llama(), tmp_path / "dense", tokenizer=tiny_tokenizer)
+    (tmp_path / "short.txt").write_text("a few words")
+    argv = [
+        "score",
+        "--model",
+        str(tmp_path / "dense"),
+        "--method",
+        "cfsp",
+        "--calib",
+        str(tmp_path / "short.txt"),
+    ]
+    assert main([*argv, "--out", str(tmp_path / "scores")]) == 2
+    assert "shorter than one sample" in capsys.readouterr().err
+    assert not (tmp_path / "scores").exists()
