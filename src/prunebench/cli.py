@@ -6,6 +6,8 @@ import argparse
 import sys
 from types import ModuleType
 
+import transformers
+
 from prunebench import __version__
 from prunebench.commands import apply, eval_ppl, info, methods, prune, score
 from prunebench.errors import PrunebenchError
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()
     try:
         return args.handler(args)
     except PrunebenchError as exc:
