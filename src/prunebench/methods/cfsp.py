@@ -262,7 +262,8 @@ class Cfsp(Method):
         if config.ffn_ratio is None and target_ratio > reachable + config.tolerance:
             raise PrunebenchError(
                 f"cfsp prunes FFN channels only: at most {reachable:.3f} of the decoder parameters can be "
-                f"removed from this model (round_to={config.round_to}), target {target_ratio} is out of reach"
+                f"removed from this model (round_to={config.round_to}), target {target_ratio} is out of reach "
+                f"(a smaller round_to or cuda_friendly=false widens the range)"
             )
 
     def score(self, model, calibration: torch.Tensor, config: CfspConfig) -> Scores:
