@@ -8,6 +8,7 @@ Prints, for each method:
 
 Usage (defaults: the demo model and corpus, 128 samples x 256 tokens, seed 0):
   PYTHONPATH=src python benchmarks/bench_cfsp.py [--model DIR] [--calib SOURCE] [--nsamples N] [--seqlen T]
+      [--threads K]
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def main() -> None:
     parser.add_argument("--nsamples", type=int, default=128)
     parser.add_argument("--seqlen", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.set_grad_enabled(False)
     model, tokenizer = load_pretrained(args.model)
