@@ -110,3 +110,11 @@ def test_bad_ratio_and_unknown_option():
             method.select(scores, model, ratio, MagnitudeSpConfig.from_params({}))
     with pytest.raises(PrunebenchError, match="bogus"):
         MagnitudeSpConfig.from_params({"bogus": 1})
+
+
+def test_unsupported_family():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=96)).eval()
+    with pytest.raises(PrunebenchError, match="gpt2"):
+        get_method("magnitude-sp").score(gpt2, None, MagnitudeSpConfig.from_params({}))

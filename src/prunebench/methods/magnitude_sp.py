@@ -32,7 +32,7 @@ from prunebench.plan import LayerPlan, PruningPlan
 
 @dataclass(frozen=True)
 class MagnitudeSpConfig(MethodConfig):
-    """No options: magnitude-sp reads only the weights."""
+    """No options of its own: magnitude-sp reads only the weights (the calibration fields go unused)."""
 
 
 def channel_scores(down_proj_weight: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ class MagnitudeSp(Method):
         plan = PruningPlan(
             base_model=getattr(model.config, "_name_or_path", "") or "",
             method="magnitude-sp",
-            params={},
+            params=config.to_dict(),
             target_ratio=target_ratio,
             layers=layers,
         )
