@@ -16,7 +16,12 @@ from prunebench.methods import Scores
 from prunebench.models import apply_plan, save_pretrained
 from prunebench.plan import LayerPlan, PruningPlan
 from prunebench.recovery import Budget, RecoveryConfig, recover
-from prunebench.recovery.cfsp_lora import allocate_ranks, angular_importance, importance_from_scores
+from prunebench.recovery.cfsp_lora import (
+    allocate_ranks,
+    angular_importance,
+    importance_from_scores,
+    sigmoid_importance,
+)
 from prunebench.recovery.lora import attach_lora
 
 
@@ -93,16 +98,20 @@ def test_importance_from_cfsp_scores_follows_kept_layers(tmp_path):
     plan = PruningPlan("tiny", "cfsp", {}, 0.3, {1: LayerPlan(kv_heads=[], mlp_channels=[])})
     apply_plan(model, plan)
     save_pretrained(model, tmp_path / "pruned", tokenizer=tokenizer, plan=plan)
-    Scores({"coarse_importance": torch.tensor([10.0, 99.0, 30.0, 20.0])}, {"method": "cfsp"}).save(
+    angular = torch.tensor([10.0, 99.0, 30.0, 20.0])
+    sigmoid = sigmoid_importance(angular)
+    Scores({"angular_distance": angular, "coarse_importance": sigmoid}, {"method": "cfsp"}).save(
         tmp_path / "s"
     )
-    got = importance_from_scores(str(tmp_path / "s"), str(tmp_path / "pruned"), 3)
+    got = importance_from_scores(str(tmp_path / "s"), str(tmp_path / "pruned"), 3, "angular_distance")
     assert got.tolist() == [10.0, 30.0, 20.0]
+    got = importance_from_scores(str(tmp_path / "s"), str(tmp_path / "pruned"), 3, "coarse_importance")
+    assert got.tolist() == pytest.approx(sigmoid[[0, 2, 3]].tolist())
     Scores({"fine": torch.ones(3)}, {}).save(tmp_path / "other")
-    with pytest.raises(PrunebenchError, match="no 'coarse_importance'"):
-        importance_from_scores(str(tmp_path / "other"), str(tmp_path / "pruned"), 3)
+    with pytest.raises(PrunebenchError, match="no 'angular_distance'"):
+        importance_from_scores(str(tmp_path / "other"), str(tmp_path / "pruned"), 3, "angular_distance")
     with pytest.raises(PrunebenchError, match="do not match"):
-        importance_from_scores(str(tmp_path / "s"), str(tmp_path / "pruned"), 4)
+        importance_from_scores(str(tmp_path / "s"), str(tmp_path / "pruned"), 4, "angular_distance")
 
     corpus = write_corpus(str(tmp_path / "corpus"))
     config = RecoveryConfig(batch_size=2, seqlen=8, val_batches=1)
@@ -118,4 +127,17 @@ def test_importance_from_cfsp_scores_follows_kept_layers(tmp_path):
     )
     assert summary["lora_ranks"]["ranks"] == allocate_ranks(torch.tensor([10.0, 30.0, 20.0]), 8) == [4, 12, 8]
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert written["lora_ranks"]["importance_source"].startswith("CFSP scores")
+    assert written["lora_ranks"]["importance_source"].startswith("angular_distance from CFSP scores")
+
+
+def test_cfsp_sigmoid_score_is_flat_for_small_angular_sums():
+    """The literal s_l of CFSP (sigmoid with the 1e4 constant): importances of a few hundred give
+    ranks equal to uniform LoRA's; large calibration sums (~1e4 apart) move them."""
+    small = sigmoid_importance(torch.tensor([150.0, 400.0, 900.0, 300.0]))
+    assert float(small.max() / small.mean()) < 1.03
+    assert allocate_ranks(small, 8) == [8, 8, 8, 8]
+    large = sigmoid_importance(torch.tensor([5e3, 2e4, 4e4, 1e4]))
+    assert len(set(allocate_ranks(large, 8))) > 1
+    assert sigmoid_importance(torch.tensor([1.0, 2.0])).tolist() == pytest.approx(
+        [1 / (1 + math.exp(0.5e-4)), 1 / (1 + math.exp(-0.5e-4))]
+    )

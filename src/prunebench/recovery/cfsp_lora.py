@@ -3,15 +3,20 @@
 **Our reading of the CFSP abstract** ("adaptively allocates training overhead based on coarse-grained
 importance"); the paper's recovery formula is not public and the official repository has no
 fine-tuning code. We give layer l the rank ``R_l = R * s_l / mean(s)`` (rounded by largest remainders,
-at least 1, so the ranks sum to exactly ``L * R``, the total of uniform LoRA with rank R), where s_l is
-CFSP's coarse importance of the block: the angular distance between its input and output hidden
-states summed over calibration tokens (CFSP's ``angular`` global metric, §1.4 of the width notes).
-We use the importance itself, not CFSP's sigmoid allocation score: with its absolute 1e4 constant
-that score is flat for any modest calibration set and would reduce cfsp_lora to uniform LoRA.
+at least 1, so the ranks sum to exactly ``L * R``, the total of uniform LoRA with rank R).
 
-The importance comes from CFSP's scores (key ``coarse_importance``, one value per dense layer, mapped
-through the pruning plan's kept layers) when the model was pruned by CFSP, and is otherwise measured
-on the pruned model itself by :func:`angular_importance`.
+Which layer score ``s_l`` (option ``cfsp_importance``):
+
+- ``angular_distance`` (default): CFSP's coarse block score ``I_l``, the angular distance between the
+  block's input and output hidden states summed over calibration tokens (CFSP's ``angular`` global
+  metric, §1.4 of the width notes). Our choice: it carries the layer differences.
+- ``coarse_importance``: CFSP's allocation score ``sigmoid(a (I_l - mean I) / 1e4)`` (a = 1, §1.5),
+  literally the ``s_l`` of the notes. With its absolute 1e4 constant it is flat unless the calibration
+  set is large (then ``s_l / mean(s)`` is within a few percent of 1 and the ranks equal uniform LoRA's).
+
+The score comes from CFSP's scores (keys ``angular_distance`` / ``coarse_importance``, one value per
+dense layer, mapped through the pruning plan's kept layers) when the model was pruned by CFSP, and is
+otherwise measured on the pruned model itself by :func:`angular_importance`.
 """
 
 from __future__ import annotations
@@ -25,8 +30,6 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.recovery.lora import decoder_layers
-
-SCORES_KEY = "coarse_importance"
 
 
 @torch.no_grad()
@@ -91,18 +94,17 @@ def kept_dense_layers(plan, dense_layers: int) -> list[int]:
     return [i for i in range(dense_layers) if not (i in plan.layers and plan.layers[i].removes_layer)]
 
 
-def importance_from_scores(scores_dir: str, model_dir: str, num_layers: int) -> torch.Tensor:
-    """CFSP's coarse importance of each layer of the pruned model, read from a scores directory."""
+def importance_from_scores(scores_dir: str, model_dir: str, num_layers: int, key: str) -> torch.Tensor:
+    """CFSP's layer score ``key`` for each layer of the pruned model, read from a scores directory."""
     from prunebench.methods import Scores
     from prunebench.plan import PruningPlan
 
     scores = Scores.load(scores_dir)
-    if SCORES_KEY not in scores.tensors:
+    if key not in scores.tensors:
         raise PrunebenchError(
-            f"scores in {scores_dir!r} have no {SCORES_KEY!r} (not CFSP scores?); "
-            f"keys: {', '.join(sorted(scores.tensors))}"
+            f"scores in {scores_dir!r} have no {key!r} (not CFSP scores?); keys: {', '.join(sorted(scores.tensors))}"
         )
-    dense = scores.tensors[SCORES_KEY].flatten().float()
+    dense = scores.tensors[key].flatten().float()
     plan_path = os.path.join(model_dir, "plan.json")
     kept = (
         kept_dense_layers(PruningPlan.load(plan_path), dense.numel())
@@ -115,3 +117,10 @@ def importance_from_scores(scores_dir: str, model_dir: str, num_layers: int) -> 
             f"but the model has {num_layers} layers: scores and model do not match"
         )
     return dense[kept]
+
+
+def sigmoid_importance(angular: torch.Tensor) -> torch.Tensor:
+    """CFSP's allocation score from angular distances (its own function, default temperature a = 1)."""
+    from prunebench.methods.cfsp import CfspConfig, coarse_importance
+
+    return torch.tensor(coarse_importance(angular.tolist(), CfspConfig.a))

@@ -12,6 +12,7 @@ from prunebench.errors import PrunebenchError
 #: The seven projections of a Llama-style decoder layer (LLM-Pruner / Shortened-LLaMA LoRA targets).
 SEVEN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SCHEDULES = ("linear", "cosine")
+CFSP_IMPORTANCES = ("angular_distance", "coarse_importance")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class RecoveryConfig:
     gradient_checkpointing: bool = False
     val_batches: int = 8  # validation loss on at most val_batches x batch_size sequences
     importance_nsamples: int = 32  # cfsp_lora: calibration sequences for the coarse importance
+    cfsp_importance: str = "angular_distance"  # cfsp_lora's layer score: angular_distance | coarse_importance
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "seqlen", "lora_r", "save_every", "importance_nsamples")
@@ -66,6 +68,10 @@ class RecoveryConfig:
             raise PrunebenchError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.val_batches < 0:
             raise PrunebenchError(f"val_batches must be >= 0, got {self.val_batches}")
+        if self.cfsp_importance not in CFSP_IMPORTANCES:
+            raise PrunebenchError(
+                f"unknown cfsp_importance {self.cfsp_importance!r}; choose one of {', '.join(CFSP_IMPORTANCES)}"
+            )
         if not self.target_modules:
             raise PrunebenchError("target_modules is empty: LoRA needs at least one module name")
 

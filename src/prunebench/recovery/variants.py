@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.recovery.cfsp_lora import allocate_ranks, angular_importance, importance_from_scores
+from prunebench.recovery.cfsp_lora import (
+    allocate_ranks,
+    angular_importance,
+    importance_from_scores,
+    sigmoid_importance,
+)
 from prunebench.recovery.config import RecoveryConfig
 from prunebench.recovery.data import SequenceData
 from prunebench.recovery.lora import decoder_layers
@@ -105,16 +110,19 @@ class CfspLora(Variant):
 
     def layer_ranks(self, ctx: RankContext) -> tuple[list[int] | None, dict]:
         num_layers = len(decoder_layers(ctx.model))
+        key = ctx.config.cfsp_importance
         if ctx.scores_dir is not None:
-            importance = importance_from_scores(ctx.scores_dir, ctx.model_dir, num_layers)
-            source = f"CFSP scores {ctx.scores_dir}"
+            importance = importance_from_scores(ctx.scores_dir, ctx.model_dir, num_layers, key)
+            source = f"{key} from CFSP scores {ctx.scores_dir}"
         else:
             n = min(ctx.config.importance_nsamples, len(ctx.data))
             batch = ctx.data.stream_batch(0, n)
             size = ctx.config.micro_batch
             chunks = [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, n, size)]
             importance = angular_importance(ctx.model, chunks)
-            source = f"angular distance on the pruned model, {n} training sequences"
+            if key == "coarse_importance":
+                importance = sigmoid_importance(importance)
+            source = f"{key} measured on the pruned model, {n} training sequences"
         ranks = allocate_ranks(importance, ctx.config.lora_r)
         notes = {"importance": [float(x) for x in importance], "importance_source": source, "ranks": ranks}
         return ranks, notes
