@@ -44,7 +44,7 @@ def check_physical(model: torch.nn.Module, plan: PruningPlan, ids: torch.Tensor)
     expected = masked(ids).logits
     pruned = apply_plan(model, plan)
     assert (pruned(ids).logits - expected).abs().max().item() <= 1e-5
-    kwargs = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
+    kwargs = {"max_new_tokens": 5, "min_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
     out = pruned.generate(ids[:1, :6], **kwargs)
     assert out.shape == (1, 11)
     assert torch.equal(out, masked.generate(ids[:1, :6], **kwargs))
