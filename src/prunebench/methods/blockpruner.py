@@ -131,8 +131,8 @@ def alpaca_pool() -> list[str]:
 
 
 def text_examples(text: str) -> list[str]:
-    """Examples of a plain-text source: its blank-line-separated paragraphs (ours, for local data)."""
-    return [p.strip() for p in text.split("\n\n") if p.strip()]
+    """Examples of a plain-text source: its non-empty lines, i.e. paragraphs (ours, for local data)."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 @register("blockpruner")
@@ -154,7 +154,7 @@ class BlockPruner(GreedyOrderMethod):
     def calibration(
         self, tokenizer: PreTrainedTokenizerBase, source: str, config: MethodConfig
     ) -> torch.Tensor:
-        """Official calibration rows from `source` (the official Alpaca pool, or paragraphs of a text)."""
+        """Official calibration rows from `source` (the official Alpaca pool, or the lines of a text)."""
         from prunebench.data import load_text
 
         examples = alpaca_pool() if source == "alpaca" else text_examples(load_text(source, "train"))

@@ -187,15 +187,67 @@ class PrefixCache:
         return self.entering[batch][layer], layer, False
 
 
-def cache_stride(runner: DecoderRunner, cache_gb: float) -> int:
-    """1 when all entering and after-attention states fit in `cache_gb`, else the layer spacing that fits."""
-    state_bytes = sum(h.numel() * h.element_size() for h in runner.inputs)
+class CandidateMemo:
+    """Each candidate's own hidden states (entering the layers after it) from its last evaluation.
+
+    After a step whose winner sits in layer l*, such a state entering a layer <= l* is still exact:
+    the new removal changes nothing upstream of it. A candidate upstream of the winner therefore restarts
+    at (up to) the winner's layer instead of its own. States are kept every `stride`-th layer; 0 = off.
+    """
+
+    def __init__(self, stride: int):
+        self.stride = stride
+        self.states: dict[tuple[Removal, int], dict[int, torch.Tensor]] = {}
+
+    def start(self, candidate: Removal, batch: int) -> tuple[torch.Tensor, int] | None:
+        """(hidden, layer) of the deepest still-valid state of this candidate, if any."""
+        saved = self.states.get((candidate, batch))
+        if not saved:
+            return None
+        layer = max(saved)
+        return saved[layer], layer
+
+    def recorder(self, candidate: Removal, batch: int) -> Callable[[int, str, torch.Tensor], None] | None:
+        if self.stride == 0:
+            return None
+        saved = self.states.setdefault((candidate, batch), {})
+
+        def record(layer: int, kind: str, hidden: torch.Tensor) -> None:
+            if kind == "in" and layer > candidate.layer and layer % self.stride == 0:
+                saved[layer] = hidden
+
+        return record
+
+    def after_step(self, winner: Removal) -> None:
+        """Drops the winner's states and every state entering a layer after the winner's layer."""
+        for key in list(self.states):
+            if key[0] == winner:
+                del self.states[key]
+                continue
+            saved = self.states[key]
+            for layer in [m for m in saved if m > winner.layer]:
+                del saved[layer]
+
+
+def cache_strides(runner: DecoderRunner, cache_gb: float, candidates: int) -> tuple[int, int]:
+    """Layer spacing of the prefix cache and of the candidate memo that fit in `cache_gb`.
+
+    The prefix cache comes first: spacing 1 (with after-attention states) when all of it fits. The memo
+    gets what is left: at most `candidates` × (layers - 1) states, spaced to fit, or 0 (off).
+    """
+    state_bytes = max(sum(h.numel() * h.element_size() for h in runner.inputs), 1)
     budget = cache_gb * 2**30
     layers = runner.num_layers
     if (2 * layers + 1) * state_bytes <= budget:
-        return 1
-    kept = max(1, int(budget // max(state_bytes, 1)))
-    return max(2, math.ceil(layers / kept))
+        prefix, used = 1, (2 * layers + 1) * state_bytes
+    else:
+        kept = max(1, int(budget // state_bytes))
+        prefix = max(2, math.ceil(layers / kept))
+        used = budget
+    room = int((budget - used) // state_bytes)
+    if room < 1:
+        return prefix, 0
+    return prefix, max(1, math.ceil(candidates * (layers - 1) / room))
 
 
 @dataclass
@@ -238,7 +290,9 @@ def greedy_search(
     """The fast search: returns exactly what `reference_search` returns, in less time."""
     with torch.no_grad():
         runner = DecoderRunner(model, batches)
-        cache = PrefixCache(runner, cache_stride(runner, cache_gb))
+        prefix_stride, memo_stride = cache_strides(runner, cache_gb, 2 * runner.num_layers)
+        cache = PrefixCache(runner, prefix_stride)
+        memo = CandidateMemo(memo_stride)
         rows = [int(b.shape[0]) for b in runner.batches]
         order: list[Removal] = []
         removed: frozenset[Removal] = frozenset()
@@ -254,7 +308,9 @@ def greedy_search(
             visit = sorted(range(len(listed)), key=lambda i: (previous.get(listed[i], math.inf), i))
             for position in visit:
                 candidate = listed[position]
-                score = _evaluate(runner, cache, criterion, removed | {candidate}, candidate, rows, best)
+                score = _evaluate(
+                    runner, cache, memo, criterion, removed | {candidate}, candidate, rows, best
+                )
                 previous[candidate] = score
                 if _pick(best, score, position):
                     best = (score, position)
@@ -265,6 +321,7 @@ def greedy_search(
             scores.append(best[0])
             removed = removed | {winner}
             cache.refresh(removed, winner.layer)
+            memo.after_step(winner)
             bar.step(winner, best[0])
         bar.close()
     return SearchResult(order, scores)
@@ -273,6 +330,7 @@ def greedy_search(
 def _evaluate(
     runner: DecoderRunner,
     cache: PrefixCache,
+    memo: CandidateMemo,
     criterion: Criterion,
     removed: frozenset[Removal],
     candidate: Removal,
@@ -284,7 +342,11 @@ def _evaluate(
     remaining = sum(rows)
     for b in range(len(rows)):
         hidden, start, after_attention = cache.start(candidate, b)
-        hidden = runner.run(hidden, b, start, removed, after_attention=after_attention)
+        own = memo.start(candidate, b)
+        if own is not None:
+            (hidden, start), after_attention = own, False
+        record = memo.recorder(candidate, b)
+        hidden = runner.run(hidden, b, start, removed, after_attention=after_attention, record=record)
         total = accumulate(total, criterion.row_values(runner.logits(hidden), b))
         remaining -= rows[b]
         if best is not None and remaining:
