@@ -12,6 +12,8 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods import Scores, get_method
 from prunebench.methods.blockpruner import CalibrationPerplexity, candidate_list, example_rows, text_examples
 from prunebench.methods.greedy_search import (
+    DecoderRunner,
+    cache_strides,
     calibration_batches,
     greedy_search,
     masked_score,
@@ -60,11 +62,22 @@ def test_ties_go_to_the_first_candidate_of_the_official_list(attn, mlp, expected
     assert scores.meta["step_scores"][0] == scores.meta["step_scores"][1]  # a real tie
 
 
-@pytest.mark.parametrize(("batch_size", "cache_gb"), [(4, 8.0), (3, 0.0)])
-def test_fast_search_returns_the_naive_order(batch_size, cache_gb):
+STATE_BYTES = 8 * 24 * 32 * 4  # one hidden state of the whole calibration set (8 rows x 24 tokens x 32, fp32)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "cache_gb", "strides"),
+    [
+        (4, 8.0, (1, 1)),  # everything cached
+        (3, 21 * STATE_BYTES / 2**30, (1, 2)),  # full prefix cache (9 states), memo every 2nd layer
+        (3, 0.0, (4, 0)),  # no cache: every candidate starts at the embeddings
+    ],
+)
+def test_fast_search_returns_the_naive_order(batch_size, cache_gb, strides):
     model = make_tiny_model("llama3", num_hidden_layers=4, initializer_range=0.3)
     calibration = own_samples(model)
     batches = calibration_batches(calibration, batch_size, "t")
+    assert cache_strides(DecoderRunner(model, batches), cache_gb, 8) == strides
     criterion = CalibrationPerplexity(batches, 0)
     fast = greedy_search(
         model, batches, criterion, candidate_list(4, "mix"), 8, "t", cache_gb, progress=False
