@@ -151,3 +151,12 @@ def test_cli_score_then_prune(tmp_path, tiny_tokenizer, tiny_text):
         == 2
     )
     assert not (tmp_path / "q").exists()
+
+
+def test_perplexity_ignores_pad_labels_only_when_pad_id_is_truthy():
+    ids = torch.tensor([[4, 5, 7, 5, 9, 6]])
+    logits = torch.randn(1, 6, 12, generator=torch.Generator().manual_seed(0))
+    nll = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none")
+    keep = ids[0, 1:] != 5
+    assert CalibrationPerplexity([ids], 5).row_values(logits, 0)[0] == pytest.approx(nll[keep].mean().item())
+    assert CalibrationPerplexity([ids], 0).row_values(logits, 0)[0] == pytest.approx(nll.mean().item())

@@ -153,3 +153,15 @@ def test_leading_rows_and_cli_prune(tmp_path, tiny_tokenizer, tiny_text):
     assert main([*args, *opts, "--out", str(tmp_path / "p")]) == 0
     pruned, _ = load_pretrained(tmp_path / "p")
     assert decoder_params(pruned) <= 0.8 * decoder_params(model)
+
+
+def test_fast_search_matches_naive_for_every_family(family):
+    model = make_tiny_model(family, num_hidden_layers=3, initializer_range=0.3)
+    batches = calibration_batches(
+        torch.randint(3, 96, (2, 12), generator=torch.Generator().manual_seed(1)), 1, "t"
+    )
+    criterion = OutputDivergence(reference_logits(model, batches), "js_code")
+    schedule = ExclusionSchedule.build(3, "am", 0.0)
+    fast = greedy_search(model, batches, criterion, schedule.candidates, 6, "t", progress=False)
+    naive = reference_search(model, batches, criterion, schedule.candidates, 6)
+    assert fast.order == naive.order and fast.scores == naive.scores
