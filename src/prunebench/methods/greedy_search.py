@@ -13,7 +13,11 @@ Speed-ups (ours; none of them changes a decision, see `reference_search` and the
 - **Prefix cache.** The hidden states entering every layer (and leaving every attention sublayer) of the
   current model are cached per calibration batch, so a candidate in layer l recomputes only layers >= l
   (an MLP candidate starts after layer l's attention). After each step only the layers from the removed
-  one onward are refreshed. With `cache_gb` too small for all states, every k-th layer is cached.
+  one onward are refreshed.
+- **Candidate memo.** A candidate's own states entering the layers after it stay exact for every layer
+  up to the next winner's layer, so at the next step a candidate upstream of the winner restarts there.
+  Greedy searches tend to remove deep sublayers, so most candidates recompute only a few layers.
+- `cache_gb` bounds both caches: what does not fit is kept every k-th layer (or not at all).
 - **Early abandoning.** Every score is a monotone function of a sum of per-row contributions that have a
   known floor (0 for token losses). A candidate whose partial sum already proves it strictly worse than
   the best candidate so far is dropped before its remaining batches are run. Candidates are visited in
