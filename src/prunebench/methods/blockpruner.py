@@ -145,7 +145,7 @@ class BlockPruner(GreedyOrderMethod):
     lowest perplexity is removed for good (ties: first in the official list, all MHA blocks then all MLP
     blocks). `block_type` restricts candidates to `mha` or `mlp`. The search runs once (to `max_steps` or
     to the end) and every ratio is a prefix of its order (`plan_from_order`, real parameter counts).
-    Ours: the search is computed with `greedy_search` (prefix cache, early abandoning), which returns the
+    Ours: the search is computed with `greedy_search` (prefix cache, candidate memo, early abandoning), which returns the
     naive search's order; the result is physically pruned rather than masked.
     """
 

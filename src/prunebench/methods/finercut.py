@@ -174,7 +174,7 @@ class FinerCut(GreedyOrderMethod):
     model's output distribution from the dense one (`OutputDivergence`); the lowest score is removed for
     good (ties: first in the list). The front-layer exclusion schedule (`ExclusionSchedule`, `-x`) is
     reproduced. The official loop runs to the end; every ratio is a prefix (`plan_from_order`).
-    Ours: `greedy_search` (prefix cache, early abandoning) returns the naive search's order; the result
+    Ours: `greedy_search` (prefix cache, candidate memo, early abandoning) returns the naive search's order; the result
     is physically pruned rather than replaced by identity modules.
     """
 

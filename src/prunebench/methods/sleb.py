@@ -83,8 +83,8 @@ class Sleb(GreedyOrderMethod):
     Faithful to the official `sleb()` loop: at each step every alive block inside the barriers is turned
     off on top of the blocks removed so far, the summed token NLL of the calibration set is computed,
     and the block with the lowest loss is removed (ties: the earliest block, strict `<`). Every ratio is
-    a prefix of the resulting order (`plan_from_order`). Ours: `greedy_search` (prefix cache, early
-    abandoning) returns the naive search's order.
+    a prefix of the resulting order (`plan_from_order`). Ours: `greedy_search` (prefix cache, candidate
+    memo, early abandoning) returns the naive search's order.
     """
 
     Config = SlebConfig
