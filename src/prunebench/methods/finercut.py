@@ -219,11 +219,12 @@ class FinerCut(GreedyOrderMethod):
         batches = calibration_batches(calibration, config.batch_size, self.name)
         steps = self._steps(model, config)
         criterion = OutputDivergence(reference_logits(model, batches), config.divergence)
+        schedule = self._schedule(model, config)
         result = greedy_search(
             model,
             batches,
             criterion,
-            self._schedule(model, config).candidates,
+            schedule.candidates,
             steps,
             self.name,
             cache_gb=config.cache_gb,
@@ -233,5 +234,7 @@ class FinerCut(GreedyOrderMethod):
             "unit": "sublayer",
             "score": f"output divergence ({config.divergence})",
             "order_names": [module_name(r) for r in result.order],
+            "excluded_layers": sorted({r.layer for r in schedule.excluded}),
+            "readmitted_after": schedule.readmit_after,
         }
         return scores_from_search(result, meta)
