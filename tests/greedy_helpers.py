@@ -42,8 +42,17 @@ def check_physical(model: torch.nn.Module, plan: PruningPlan, ids: torch.Tensor)
     """Applies the plan; asserts the pruned logits equal the masked model's and that generate() works."""
     masked = mask_plan(model, plan)
     expected = masked(ids).logits
+    before = get_adapter(model).num_layers
     pruned = apply_plan(model, plan)
     assert (pruned(ids).logits - expected).abs().max().item() <= 1e-5
+    # Removed sublayers are really gone (no parameters, no KV-cache slot for a removed attention).
+    adapter = get_adapter(pruned)
+    gone = plan.removed_sublayers()
+    attns = [adapter.attention(i) for i in range(adapter.num_layers) if adapter.attention(i) is not None]
+    mlps = [i for i in range(adapter.num_layers) if adapter.mlp(i) is not None]
+    assert len(attns) == before - sum(part == "attn" for _, part in gone)
+    assert len(mlps) == before - sum(part == "mlp" for _, part in gone)
+    assert [a.layer_idx for a in attns] == list(range(len(attns)))
     kwargs = {"max_new_tokens": 5, "min_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
     out = pruned.generate(ids[:1, :6], **kwargs)
     assert out.shape == (1, 11)
