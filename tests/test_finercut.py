@@ -39,7 +39,8 @@ def test_identity_sublayer_is_removed_first_with_zero_divergence():
     _, _, scores = _score(model, _calibration(model), max_steps=2)
     assert scores.meta["order"][0] == [3, "attn"]
     assert scores.meta["order_names"][0] == "model.layers.3.self_attn.o_proj"
-    assert abs(scores.meta["step_scores"][0]) < 1e-12 < scores.meta["step_scores"][1]
+    assert abs(scores.meta["step_scores"][0]) < 1e-9  # zero up to fp32 rounding
+    assert scores.meta["step_scores"][1] > 1e-6
 
 
 @pytest.mark.parametrize(
@@ -113,7 +114,7 @@ def test_divergence_formulas(divergence):
         kl_qm = (log_q.exp() * (log_q - m.log())).sum(-1)
         expected = (0.5 * (kl_pm + kl_qm)).mean()
     criterion = OutputDivergence(reference_logits(model, batches), divergence)
-    assert masked_score(model, batches, criterion, removed) == pytest.approx(expected.item(), rel=1e-9)
+    assert masked_score(model, batches, criterion, removed) == pytest.approx(expected.item(), rel=1e-4)
 
 
 def test_select_and_physical_result():

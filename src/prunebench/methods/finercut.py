@@ -114,29 +114,31 @@ class OutputDivergence(Criterion):
     M = (P+Q)/2, ½·[mean KL-term of M against P + mean KL-term of M against Q], where the means run
     over every element (rows × tokens × vocabulary), i.e. `F.kl_div(log P, M, reduction="mean")`: the
     reversed direction, divided by the vocabulary size. `js` (ours, labelled): ½[KL(P‖M) + KL(Q‖M)]
-    averaged over tokens. Computed in float64 (the official code: fp32), one sum per row.
+    averaged over tokens. Element terms in fp32 as in the official code (written as
+    2·M·log M − M·(log P + log Q), the same sum in one pass), summed per row in float64.
     """
 
+    # Per token the divergence is >= 0; fp32 rounding of its terms stays far above this floor.
+    floor_per_token = -1e-4
+
     def __init__(self, reference_logits: list[torch.Tensor], divergence: str):
-        self.reference = [F.log_softmax(z.double(), dim=-1) for z in reference_logits]
+        self.log_p = [F.log_softmax(z.float(), dim=-1) for z in reference_logits]
+        self.p = [lp.exp() for lp in self.log_p]
         self.divergence = divergence
         rows, tokens, vocab = sum(int(z.shape[0]) for z in reference_logits), *reference_logits[0].shape[1:]
         self.denominator = 2 * rows * tokens * vocab if divergence == "js_code" else 2 * rows * tokens
-        # float64 sums of per-token divergences are >= 0 up to rounding; this floor is far below it.
-        self.row_floor = -1e-9 * tokens
+        self.row_floor = self.floor_per_token * tokens
 
     def row_values(self, logits: torch.Tensor, batch_index: int) -> list[float]:
-        log_p = self.reference[batch_index].to(logits.device)
-        log_q = F.log_softmax(logits.double(), dim=-1)
-        mean = 0.5 * (log_p.exp() + log_q.exp())
-        if self.divergence == "js_code":
-            terms = F.kl_div(log_p, mean, reduction="none") + F.kl_div(log_q, mean, reduction="none")
-        else:
-            log_m = mean.log()
-            terms = F.kl_div(log_m, log_p, reduction="none", log_target=True) + F.kl_div(
-                log_m, log_q, reduction="none", log_target=True
-            )
-        return terms.sum(dim=(1, 2)).tolist()
+        log_p, p = self.log_p[batch_index].to(logits.device), self.p[batch_index].to(logits.device)
+        log_q = F.log_softmax(logits.float(), dim=-1)
+        q = log_q.exp()
+        mean = 0.5 * (p + q)
+        if self.divergence == "js_code":  # M(log M − log P) + M(log M − log Q)
+            terms = 2 * torch.xlogy(mean, mean) - mean * (log_p + log_q)
+        else:  # P(log P − log M) + Q(log Q − log M)
+            terms = p * log_p + q * log_q - 2 * torch.xlogy(mean, mean)
+        return terms.sum(dim=(1, 2), dtype=torch.float64).tolist()
 
     def finalize(self, total: float) -> float:
         return total / self.denominator
