@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--cache-gb", type=float, default=8.0)
+    parser.add_argument(
+        "--methods", nargs="+", default=["blockpruner", "finercut"], choices=["blockpruner", "finercut"]
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -61,22 +64,25 @@ def main() -> None:
     layers = get_adapter(model).num_layers
     print(f"model {args.model}: {layers} layers, device {args.device}, {torch.get_num_threads()} threads")
 
-    blockpruner = get_method("blockpruner")
-    config = blockpruner.config({"nsamples": args.bp_nsamples, "seqlen": args.bp_seqlen})
-    batches = calibration_batches(
-        blockpruner.calibration(tokenizer, args.text, config), config.batch_size, "bench"
-    )
-    criterion = CalibrationPerplexity(batches, model.config.pad_token_id)
-    bench("blockpruner", model, batches, criterion, candidate_list(layers, "mix"), args.steps, args.cache_gb)
-
-    finercut = get_method("finercut")
-    config = finercut.config({"nsamples": args.fc_nsamples, "seqlen": args.fc_seqlen})
-    batches = calibration_batches(
-        finercut.calibration(tokenizer, args.text, config), config.batch_size, "bench"
-    )
-    criterion = OutputDivergence(reference_logits(model, batches), config.divergence)
-    schedule = ExclusionSchedule.build(layers, config.prune_level, config.exclude)
-    bench("finercut", model, batches, criterion, schedule.candidates, args.steps, args.cache_gb)
+    if "blockpruner" in args.methods:
+        method = get_method("blockpruner")
+        config = method.config({"nsamples": args.bp_nsamples, "seqlen": args.bp_seqlen})
+        batches = calibration_batches(
+            method.calibration(tokenizer, args.text, config), config.batch_size, "bench"
+        )
+        criterion = CalibrationPerplexity(batches, model.config.pad_token_id)
+        bench(
+            "blockpruner", model, batches, criterion, candidate_list(layers, "mix"), args.steps, args.cache_gb
+        )
+    if "finercut" in args.methods:
+        method = get_method("finercut")
+        config = method.config({"nsamples": args.fc_nsamples, "seqlen": args.fc_seqlen})
+        batches = calibration_batches(
+            method.calibration(tokenizer, args.text, config), config.batch_size, "bench"
+        )
+        criterion = OutputDivergence(reference_logits(model, batches), config.divergence)
+        schedule = ExclusionSchedule.build(layers, config.prune_level, config.exclude)
+        bench("finercut", model, batches, criterion, schedule.candidates, args.steps, args.cache_gb)
 
 
 if __name__ == "__main__":
