@@ -16,7 +16,9 @@ import torch
 from prunebench.methods import get_method
 from prunebench.methods.blockpruner import CalibrationPerplexity, candidate_list
 from prunebench.methods.finercut import ExclusionSchedule, OutputDivergence, reference_logits
-from prunebench.methods.greedy_search import calibration_batches, greedy_search, reference_search
+from prunebench.methods.greedy_method import calibration_batches
+from prunebench.methods.greedy_reference import reference_search
+from prunebench.methods.greedy_search import greedy_search
 from prunebench.models import get_adapter, load_pretrained
 
 

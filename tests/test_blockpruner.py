@@ -11,14 +11,9 @@ from prunebench.cli import main
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Scores, get_method
 from prunebench.methods.blockpruner import CalibrationPerplexity, candidate_list, example_rows, text_examples
-from prunebench.methods.greedy_search import (
-    DecoderRunner,
-    cache_strides,
-    calibration_batches,
-    greedy_search,
-    masked_score,
-    reference_search,
-)
+from prunebench.methods.greedy_method import calibration_batches
+from prunebench.methods.greedy_reference import masked_score, reference_search
+from prunebench.methods.greedy_search import DecoderRunner, cache_strides, greedy_search
 from prunebench.methods.removal_order import Removal, removal_params
 from prunebench.models import get_adapter, load_pretrained, save_pretrained
 from prunebench.models.counting import decoder_params, plan_decoder_ratio

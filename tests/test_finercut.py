@@ -12,13 +12,9 @@ from prunebench.cli import main
 from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
 from prunebench.methods.finercut import ExclusionSchedule, OutputDivergence, leading_rows, reference_logits
-from prunebench.methods.greedy_search import (
-    calibration_batches,
-    greedy_search,
-    masked,
-    masked_score,
-    reference_search,
-)
+from prunebench.methods.greedy_method import calibration_batches
+from prunebench.methods.greedy_reference import masked, masked_score, reference_search
+from prunebench.methods.greedy_search import greedy_search
 from prunebench.methods.removal_order import Removal
 from prunebench.models import get_adapter, load_pretrained, save_pretrained
 from prunebench.models.counting import decoder_params, plan_decoder_ratio

@@ -10,12 +10,9 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
-from prunebench.methods.greedy_search import (
-    calibration_batches,
-    greedy_search,
-    masked_score,
-    reference_search,
-)
+from prunebench.methods.greedy_method import calibration_batches
+from prunebench.methods.greedy_reference import masked_score, reference_search
+from prunebench.methods.greedy_search import greedy_search
 from prunebench.methods.removal_order import Removal
 from prunebench.methods.sleb import SummedNll, block_candidates
 from prunebench.models import get_adapter

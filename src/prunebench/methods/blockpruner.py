@@ -12,16 +12,14 @@ from transformers import PreTrainedTokenizerBase
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import MethodConfig, Scores
-from prunebench.methods.greedy_search import (
-    CandidateList,
-    Criterion,
+from prunebench.methods.greedy_method import (
     GreedyOrderMethod,
     calibration_batches,
     check_dense,
     check_reachable,
-    greedy_search,
     scores_from_search,
 )
+from prunebench.methods.greedy_search import CandidateList, Criterion, greedy_search
 from prunebench.methods.registry import register
 from prunebench.methods.removal_order import Removal
 from prunebench.models import get_adapter

@@ -6,7 +6,7 @@ sublayer or a whole block) is removed on top of the removals chosen so far, the 
 scored, and the candidate with the lowest score is removed for good; ties go to the candidate that comes
 first in the method's candidate list (strict `<` in all three official loops).
 
-Speed-ups (ours; none of them changes a decision, see `reference_search` and the tests):
+Speed-ups (ours; none of them changes a decision, see `greedy_reference.reference_search` and the tests):
 - **Masking inside one model.** Sublayers are skipped by running the decoder sublayer by sublayer with
   the model's own modules (`DecoderRunner`), never by rebuilding the model. Skipping a sublayer leaves
   the residual stream untouched, exactly as the official masked layers do.
@@ -28,8 +28,7 @@ Speed-ups (ours; none of them changes a decision, see `reference_search` and the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,11 +36,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method, MethodConfig, Scores
-from prunebench.methods.removal_order import Removal, plan_from_order, removal_params
+from prunebench.methods.removal_order import Removal
 from prunebench.models import get_adapter
-from prunebench.models.counting import decoder_params
-from prunebench.plan import PruningPlan
 
 CandidateList = Callable[[list[Removal]], list[Removal]]
 
@@ -274,7 +270,7 @@ class _Progress:
         self.bar.close()
 
 
-def _pick(best: tuple[float, int] | None, score: float, position: int) -> bool:
+def pick(best: tuple[float, int] | None, score: float, position: int) -> bool:
     """True if (score, position) beats the best so far: lower score, ties to the earlier list position."""
     if not math.isfinite(score):
         return False
@@ -316,7 +312,7 @@ def greedy_search(
                     runner, cache, memo, criterion, removed | {candidate}, candidate, rows, best
                 )
                 previous[candidate] = score
-                if _pick(best, score, position):
+                if pick(best, score, position):
                     best = (score, position)
             if best is None:
                 raise PrunebenchError(f"{name}: no candidate gives a finite score at step {len(order) + 1}")
@@ -358,162 +354,3 @@ def _evaluate(
             if bound > best[0]:
                 return bound
     return criterion.finalize(total)
-
-
-class _ZeroAttention(nn.Module):
-    """Stand-in for a removed attention sublayer: contributes nothing to the residual stream."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
-        return torch.zeros_like(hidden_states), None
-
-
-class _ZeroMLP(nn.Module):
-    """Stand-in for a removed MLP sublayer."""
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(hidden_states)
-
-
-class _Identity(nn.Module):
-    """Stand-in for a removed decoder block."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return hidden_states
-
-
-@contextmanager
-def masked(model: nn.Module, removed: frozenset[Removal]) -> Iterator[nn.Module]:
-    """The model with `removed` swapped for modules that add nothing (the official masked-layer way)."""
-    layers = get_adapter(model).layers
-    saved: list[tuple[nn.Module, str, nn.Module]] = []
-    for r in sorted(removed, key=lambda r: (r.layer, r.part)):
-        owner, attr, stand_in = {
-            "attn": (layers[r.layer], "self_attn", _ZeroAttention()),
-            "mlp": (layers[r.layer], "mlp", _ZeroMLP()),
-            "block": (layers, str(r.layer), _Identity()),
-        }[r.part]
-        saved.append((owner, attr, getattr(owner, attr)))
-        setattr(owner, attr, stand_in)
-    try:
-        yield model
-    finally:
-        for owner, attr, original in reversed(saved):
-            setattr(owner, attr, original)
-
-
-def masked_score(
-    model: nn.Module, batches: Sequence[torch.Tensor], criterion: Criterion, removed: frozenset[Removal]
-) -> float:
-    """Score of a removal set by full forward passes of the masked model (the naive way)."""
-    device = get_adapter(model).lm_head.weight.device
-    total = 0.0
-    with torch.no_grad(), masked(model, removed):
-        for b, batch in enumerate(batches):
-            logits = model(input_ids=batch.to(device), use_cache=False).logits
-            total = accumulate(total, criterion.row_values(logits, b))
-    return criterion.finalize(total)
-
-
-def reference_search(
-    model: nn.Module,
-    batches: Sequence[torch.Tensor],
-    criterion: Criterion,
-    candidates: CandidateList,
-    max_steps: int,
-) -> SearchResult:
-    """The naive search, as the official loops do it: a full masked forward per candidate, list order."""
-    order: list[Removal] = []
-    scores: list[float] = []
-    for _ in range(max_steps):
-        listed = candidates(order)
-        if not listed:
-            break
-        best: tuple[float, int] | None = None
-        for position, candidate in enumerate(listed):
-            score = masked_score(model, batches, criterion, frozenset([*order, candidate]))
-            if _pick(best, score, position):
-                best = (score, position)
-        if best is None:
-            raise PrunebenchError(f"no candidate gives a finite score at step {len(order) + 1}")
-        order.append(listed[best[1]])
-        scores.append(best[0])
-    return SearchResult(order, scores)
-
-
-# ---- shared by the three methods -------------------------------------------------------------
-
-
-def calibration_batches(calibration: torch.Tensor, batch_size: int, name: str) -> list[torch.Tensor]:
-    """Calibration rows `[N, T]` split into the method's evaluation batches; too little data is an error."""
-    if calibration.dim() != 2 or calibration.shape[0] < 1 or calibration.shape[1] < 2:
-        raise PrunebenchError(
-            f"{name}: calibration must hold at least one row of at least 2 tokens, got shape "
-            f"{list(calibration.shape)}"
-        )
-    if batch_size < 1:
-        raise PrunebenchError(f"{name}: batch_size must be >= 1, got {batch_size}")
-    return list(calibration.split(batch_size))
-
-
-def check_dense(model: nn.Module, name: str) -> None:
-    """The searches index the dense model's layers; a pruned model is refused."""
-    if not get_adapter(model).is_dense():
-        raise PrunebenchError(f"{name} searches a dense model; this one is already pruned")
-
-
-def check_reachable(
-    model: nn.Module, allowed: list[Removal], steps: int, target_ratio: float, name: str
-) -> None:
-    """Refuse, before any search, a ratio that even the `steps` largest allowed removals cannot reach."""
-    adapter = get_adapter(model)
-    sizes = sorted((removal_params(adapter, r) for r in allowed), reverse=True)[:steps]
-    most = sum(sizes) / decoder_params(model)
-    if most < target_ratio:
-        raise PrunebenchError(
-            f"{name}: ratio {target_ratio} needs more removals than allowed: at most {steps} of "
-            f"{len(allowed)} candidates may be removed, which removes at most {most:.4f} of decoder parameters"
-        )
-
-
-def scores_from_search(result: SearchResult, meta: dict) -> Scores:
-    """The removal order as Scores: tensors for inspection, the order itself in the metadata."""
-    parts = {"attn": 0, "mlp": 1, "block": 2}
-    tensors = {
-        "order_layer": torch.tensor([r.layer for r in result.order], dtype=torch.long),
-        "order_part": torch.tensor([parts[r.part] for r in result.order], dtype=torch.long),
-        "order_score": torch.tensor(result.scores, dtype=torch.float64),
-    }
-    return Scores(
-        tensors=tensors,
-        meta={"order": [r.to_json() for r in result.order], "step_scores": result.scores, **meta},
-    )
-
-
-def order_from_scores(scores: Scores, model: nn.Module, name: str) -> list[Removal]:
-    """The removal order saved by `scores_from_search`, checked against the model it is applied to."""
-    if "order" not in scores.meta:
-        raise PrunebenchError(f"{name}: these scores hold no removal order")
-    layers = scores.meta.get("num_layers")
-    if layers != get_adapter(model).num_layers:
-        raise PrunebenchError(
-            f"{name}: scores are for a {layers}-layer model, this one has {get_adapter(model).num_layers}"
-        )
-    return [Removal.from_json(item) for item in scores.meta["order"]]
-
-
-class GreedyOrderMethod(Method):
-    """A method whose scores are a greedy removal order; `select` takes its shortest sufficient prefix."""
-
-    def select(
-        self, scores: Scores, model: nn.Module, target_ratio: float, config: MethodConfig
-    ) -> PruningPlan:
-        """`plan_from_order`: the shortest prefix whose real parameter count reaches the ratio."""
-        return plan_from_order(
-            get_adapter(model),
-            order_from_scores(scores, model, self.name),
-            target_ratio,
-            self.name,
-            config.to_dict(),
-            scores.meta.get("model", ""),
-            max_steps=config.max_steps or None,
-        )
