@@ -61,7 +61,7 @@ def score_model(
         if tokenizer is None:
             raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
         source = calib or config.calib_dataset
-        samples = make_calibration(tokenizer, source, config.nsamples, config.seqlen, config.seed)
+        samples = method.calibration(tokenizer, source, config)
     with measure_cost("score", device=device) as cost:
         scores = method.score(model, samples.to(device), config)
     scores.meta.update(
@@ -118,9 +118,7 @@ def prune_model(
     else:
         if tokenizer is None:
             raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
-        samples = make_calibration(
-            tokenizer, calib or config.calib_dataset, config.nsamples, config.seqlen, config.seed
-        )
+        samples = method.calibration(tokenizer, calib or config.calib_dataset, config)
         scores = method.score(model, samples.to(device), config)
     with measure_cost("select", device=device) as cost:
         plan = method.select(scores, model, ratio, config)

@@ -134,6 +134,15 @@ class Method(abc.ABC):
                 f"method {self.name} does not support {family} models (supports: {', '.join(self.families)})"
             )
 
+    def calibration(self, tokenizer: Any, source: str, config: MethodConfig) -> torch.Tensor:
+        """Calibration rows in the method's official recipe (``calibration: paper``). Default: random
+        windows of ``source``'s train split (GPTQ style); methods with another recipe override it."""
+        from prunebench.data import calibration_samples, load_text
+
+        return calibration_samples(
+            tokenizer, load_text(source, "train"), config.nsamples, config.seqlen, config.seed
+        )
+
     def check_ratio(self, model: nn.Module, target_ratio: float, config: MethodConfig) -> None:
         """Refuse a ratio that cannot be realised, before scoring. Subclasses add their own limits."""
         if not 0 <= target_ratio < 1:

@@ -1,0 +1,91 @@
+"""Fast vs naive greedy search: wall time of BlockPruner's and FinerCut's first K steps on one model.
+
+Both searches must return the same order (checked); the script prints fast, naive and naive ÷ fast.
+
+    PYTHONPATH=src python benchmarks/bench_greedy.py --model resources/demo/model \
+        --text resources/demo/corpus --steps 6 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from prunebench.methods import get_method
+from prunebench.methods.blockpruner import CalibrationPerplexity, candidate_list
+from prunebench.methods.finercut import ExclusionSchedule, OutputDivergence, reference_logits
+from prunebench.methods.greedy_method import calibration_batches
+from prunebench.methods.greedy_reference import reference_search
+from prunebench.methods.greedy_search import greedy_search
+from prunebench.models import get_adapter, load_pretrained
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def bench(name: str, model, batches, criterion, candidates, steps: int, cache_gb: float) -> None:
+    fast, fast_s = _timed(lambda: greedy_search(model, batches, criterion, candidates, steps, name, cache_gb))
+    naive, naive_s = _timed(lambda: reference_search(model, batches, criterion, candidates, steps))
+    if fast.order != naive.order:
+        raise SystemExit(f"{name}: fast and naive orders differ: {fast.order} vs {naive.order}")
+    rows = sum(int(b.shape[0]) for b in batches)
+    print(
+        f"{name:12s} rows {rows:3d} x {batches[0].shape[1]:4d} tokens, batch {batches[0].shape[0]}, {steps} steps: "
+        f"fast {fast_s:8.2f} s  naive {naive_s:8.2f} s  naive/fast {naive_s / fast_s:5.2f}x  "
+        f"order {' '.join(f'{r.layer}.{r.part}' for r in fast.order)}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="resources/demo/model")
+    parser.add_argument("--text", default="resources/demo/corpus", help="calibration text source")
+    parser.add_argument("--steps", type=int, default=6, help="search steps to time")
+    parser.add_argument("--bp-nsamples", type=int, default=64, help="BlockPruner calibration examples")
+    parser.add_argument("--bp-seqlen", type=int, default=256, help="BlockPruner row length")
+    parser.add_argument("--fc-nsamples", type=int, default=10, help="FinerCut rows (official 10)")
+    parser.add_argument("--fc-seqlen", type=int, default=256, help="FinerCut row length (official 256)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--cache-gb", type=float, default=8.0)
+    parser.add_argument(
+        "--methods", nargs="+", default=["blockpruner", "finercut"], choices=["blockpruner", "finercut"]
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+    layers = get_adapter(model).num_layers
+    print(f"model {args.model}: {layers} layers, device {args.device}, {torch.get_num_threads()} threads")
+
+    if "blockpruner" in args.methods:
+        method = get_method("blockpruner")
+        config = method.config({"nsamples": args.bp_nsamples, "seqlen": args.bp_seqlen})
+        batches = calibration_batches(
+            method.calibration(tokenizer, args.text, config), config.batch_size, "bench"
+        )
+        criterion = CalibrationPerplexity(batches, model.config.pad_token_id)
+        bench(
+            "blockpruner", model, batches, criterion, candidate_list(layers, "mix"), args.steps, args.cache_gb
+        )
+    if "finercut" in args.methods:
+        method = get_method("finercut")
+        config = method.config({"nsamples": args.fc_nsamples, "seqlen": args.fc_seqlen})
+        batches = calibration_batches(
+            method.calibration(tokenizer, args.text, config), config.batch_size, "bench"
+        )
+        criterion = OutputDivergence(reference_logits(model, batches), config.divergence)
+        schedule = ExclusionSchedule.build(layers, config.prune_level, config.exclude)
+        bench("finercut", model, batches, criterion, schedule.candidates, args.steps, args.cache_gb)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""BlockPruner (Zhong et al., 2024; official code MrGGLS/BlockPruner, `block_search.py`)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from prunebench.errors import PrunebenchError
+from prunebench.methods.base import MethodConfig, Scores
+from prunebench.methods.greedy_method import (
+    GreedyOrderMethod,
+    calibration_batches,
+    check_dense,
+    check_reachable,
+    scores_from_search,
+)
+from prunebench.methods.greedy_search import CandidateList, Criterion, greedy_search
+from prunebench.methods.registry import register
+from prunebench.methods.removal_order import Removal
+from prunebench.models import get_adapter
+
+BLOCK_TYPES = ("mix", "mha", "mlp")
+
+
+@dataclass(frozen=True)
+class BlockPrunerConfig(MethodConfig):
+    """Official defaults: Alpaca calibration, 256 examples (the paper; argparse default 128) joined and cut
+    into 2048-token rows, `transformers.set_seed(42)`, mode `mix`, batch 2 (README/`block_search.sh`).
+
+    `max_steps`: the search length (`--del-block-num`); 0 runs to the end (every candidate removed).
+    `cache_gb`: memory for the search's hidden-state cache (ours; it changes speed, never the order).
+    """
+
+    calib_dataset: str = "alpaca"
+    nsamples: int = 256
+    seqlen: int = 2048
+    seed: int = 42
+    block_type: str = "mix"
+    batch_size: int = 2
+    max_steps: int = 0
+    cache_gb: float = 8.0
+
+    def check(self) -> None:
+        super().check()
+        if self.block_type not in BLOCK_TYPES:
+            raise PrunebenchError(
+                f"block_type must be one of {', '.join(BLOCK_TYPES)}, got {self.block_type!r}"
+            )
+        if self.max_steps < 0 or self.batch_size < 1 or self.cache_gb < 0:
+            raise PrunebenchError("max_steps must be >= 0, batch_size >= 1 and cache_gb >= 0")
+
+
+def candidate_list(num_layers: int, block_type: str) -> CandidateList:
+    """The official candidate list: every MHA block not yet removed, then every MLP block (by layer)."""
+    listed = []
+    if block_type != "mlp":
+        listed += [Removal(i, "attn") for i in range(num_layers)]
+    if block_type != "mha":
+        listed += [Removal(i, "mlp") for i in range(num_layers)]
+
+    def candidates(order: list[Removal]) -> list[Removal]:
+        return [c for c in listed if c not in order]
+
+    return candidates
+
+
+class CalibrationPerplexity(Criterion):
+    """Perplexity as the official `utils.evaluate_ppl` defines it.
+
+    Per row: the mean next-token cross-entropy over tokens whose label is not the pad token (masking only
+    when `pad_token_id` is truthy, as in the official code); the score is exp(mean of the row means).
+    Cross-entropy is taken on fp32 logits (the official code takes it in the model's dtype).
+    """
+
+    def __init__(self, batches: list[torch.Tensor], pad_token_id: int | None):
+        self.labels = [b[:, 1:] for b in batches]
+        self.rows = sum(int(b.shape[0]) for b in batches)
+        self.pad = pad_token_id if pad_token_id else None
+
+    def row_values(self, logits: torch.Tensor, batch_index: int) -> list[float]:
+        labels = self.labels[batch_index].to(logits.device)
+        shifted = logits[:, :-1, :].float().permute(0, 2, 1)
+        if self.pad is None:
+            nll = nn.functional.cross_entropy(shifted, labels, reduction="none")
+            mask = torch.ones_like(labels, dtype=torch.bool)
+        else:
+            nll = nn.functional.cross_entropy(shifted, labels, reduction="none", ignore_index=self.pad)
+            mask = labels != self.pad
+        return ((nll * mask).sum(dim=1) / mask.sum(dim=1)).double().tolist()
+
+    def finalize(self, total: float) -> float:
+        return math.exp(total / self.rows)
+
+
+def example_rows(
+    tokenizer: PreTrainedTokenizerBase, examples: list[str], nsamples: int, seqlen: int, seed: int
+) -> torch.Tensor:
+    """The official calibration: `nsamples` examples drawn with Python's `random.sample` after
+    `set_seed(seed)`, joined with blank lines, tokenized once (the tokenizer's own special tokens) and
+    cut into ⌊tokens / seqlen⌋ rows of `seqlen` tokens; the remainder is dropped."""
+    if nsamples > len(examples):
+        raise PrunebenchError(
+            f"blockpruner: {nsamples} calibration examples requested, the pool has {len(examples)}"
+        )
+    picked = random.Random(seed).sample(range(len(examples)), nsamples)
+    ids = torch.tensor(tokenizer("\n\n".join(examples[i] for i in picked))["input_ids"], dtype=torch.long)
+    rows = ids.numel() // seqlen
+    if rows < 1:
+        raise PrunebenchError(
+            f"blockpruner: {nsamples} calibration examples give {ids.numel()} tokens, "
+            f"too short for one row of {seqlen} tokens"
+        )
+    return ids[: rows * seqlen].reshape(rows, seqlen)
+
+
+def alpaca_pool() -> list[str]:
+    """The official calibration pool: the formatted `text` of tatsu-lab/alpaca, split 80/20 (seed 42)
+    and the 20% split in half (seed 42); the first half (the official "test" set) is the pool."""
+    from datasets import load_dataset
+
+    rows = load_dataset("tatsu-lab/alpaca", split="train").select_columns(["text"])
+    held_out = rows.train_test_split(test_size=0.2, seed=42)["test"]
+    return list(held_out.train_test_split(test_size=0.5, seed=42)["train"]["text"])
+
+
+def text_examples(text: str) -> list[str]:
+    """Examples of a plain-text source: its non-empty lines, i.e. paragraphs (ours, for local data)."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@register("blockpruner")
+class BlockPruner(GreedyOrderMethod):
+    """BlockPruner: greedy removal of MHA/MLP sublayers by calibration perplexity, re-scored every step.
+
+    Faithful to the official `block_search_by_ppl`: each layer holds two minimal residual blocks (MHA:
+    input norm + attention; MLP: post-attention norm + MLP). At every step each remaining block is removed
+    on top of the blocks removed so far, the calibration perplexity is measured, and the block with the
+    lowest perplexity is removed for good (ties: first in the official list, all MHA blocks then all MLP
+    blocks). `block_type` restricts candidates to `mha` or `mlp`. The search runs once (to `max_steps` or
+    to the end) and every ratio is a prefix of its order (`plan_from_order`, real parameter counts).
+    Ours: the search is computed with `greedy_search` (prefix cache, candidate memo, early abandoning), which returns the
+    naive search's order; the result is physically pruned rather than masked.
+    """
+
+    Config = BlockPrunerConfig
+
+    def calibration(
+        self, tokenizer: PreTrainedTokenizerBase, source: str, config: MethodConfig
+    ) -> torch.Tensor:
+        """Official calibration rows from `source` (the official Alpaca pool, or the lines of a text)."""
+        from prunebench.data import load_text
+
+        examples = alpaca_pool() if source == "alpaca" else text_examples(load_text(source, "train"))
+        return example_rows(tokenizer, examples, config.nsamples, config.seqlen, config.seed)
+
+    def _steps(self, model: nn.Module, config: BlockPrunerConfig) -> int:
+        total = len(candidate_list(get_adapter(model).num_layers, config.block_type)([]))
+        return min(config.max_steps, total) if config.max_steps else total
+
+    def check_ratio(self, model: nn.Module, target_ratio: float, config: MethodConfig) -> None:
+        super().check_ratio(model, target_ratio, config)
+        allowed = candidate_list(get_adapter(model).num_layers, config.block_type)([])
+        check_reachable(model, allowed, self._steps(model, config), target_ratio, self.name)
+
+    def score(self, model: nn.Module, calibration: torch.Tensor, config: MethodConfig) -> Scores:
+        check_dense(model, self.name)
+        batches = calibration_batches(calibration, config.batch_size, self.name)
+        num_layers = get_adapter(model).num_layers
+        criterion = CalibrationPerplexity(batches, model.config.pad_token_id)
+        result = greedy_search(
+            model,
+            batches,
+            criterion,
+            candidate_list(num_layers, config.block_type),
+            self._steps(model, config),
+            self.name,
+            cache_gb=config.cache_gb,
+        )
+        return scores_from_search(
+            result, {"num_layers": num_layers, "unit": "sublayer", "score": "calibration perplexity"}
+        )

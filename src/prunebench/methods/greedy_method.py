@@ -1,0 +1,90 @@
+"""What BlockPruner, FinerCut and SLEB share around the search: input checks, the saved order, `select`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prunebench.errors import PrunebenchError
+from prunebench.methods.base import Method, MethodConfig, Scores
+from prunebench.methods.greedy_search import SearchResult
+from prunebench.methods.removal_order import Removal, plan_from_order, removal_params
+from prunebench.models import get_adapter
+from prunebench.models.counting import decoder_params
+from prunebench.plan import PruningPlan
+
+
+def calibration_batches(calibration: torch.Tensor, batch_size: int, name: str) -> list[torch.Tensor]:
+    """Calibration rows `[N, T]` split into the method's evaluation batches; too little data is an error."""
+    if calibration.dim() != 2 or calibration.shape[0] < 1 or calibration.shape[1] < 2:
+        raise PrunebenchError(
+            f"{name}: calibration must hold at least one row of at least 2 tokens, got shape "
+            f"{list(calibration.shape)}"
+        )
+    if batch_size < 1:
+        raise PrunebenchError(f"{name}: batch_size must be >= 1, got {batch_size}")
+    return list(calibration.split(batch_size))
+
+
+def check_dense(model: nn.Module, name: str) -> None:
+    """The searches index the dense model's layers; a pruned model is refused."""
+    if not get_adapter(model).is_dense():
+        raise PrunebenchError(f"{name} searches a dense model; this one is already pruned")
+
+
+def check_reachable(
+    model: nn.Module, allowed: list[Removal], steps: int, target_ratio: float, name: str
+) -> None:
+    """Refuse, before any search, a ratio that even the `steps` largest allowed removals cannot reach."""
+    adapter = get_adapter(model)
+    sizes = sorted((removal_params(adapter, r) for r in allowed), reverse=True)[:steps]
+    most = sum(sizes) / decoder_params(model)
+    if most < target_ratio:
+        raise PrunebenchError(
+            f"{name}: ratio {target_ratio} needs more removals than allowed: at most {steps} of "
+            f"{len(allowed)} candidates may be removed, which removes at most {most:.4f} of decoder parameters"
+        )
+
+
+def scores_from_search(result: SearchResult, meta: dict) -> Scores:
+    """The removal order as Scores: tensors for inspection, the order itself in the metadata."""
+    parts = {"attn": 0, "mlp": 1, "block": 2}
+    tensors = {
+        "order_layer": torch.tensor([r.layer for r in result.order], dtype=torch.long),
+        "order_part": torch.tensor([parts[r.part] for r in result.order], dtype=torch.long),
+        "order_score": torch.tensor(result.scores, dtype=torch.float64),
+    }
+    return Scores(
+        tensors=tensors,
+        meta={"order": [r.to_json() for r in result.order], "step_scores": result.scores, **meta},
+    )
+
+
+def order_from_scores(scores: Scores, model: nn.Module, name: str) -> list[Removal]:
+    """The removal order saved by `scores_from_search`, checked against the model it is applied to."""
+    if "order" not in scores.meta:
+        raise PrunebenchError(f"{name}: these scores hold no removal order")
+    layers = scores.meta.get("num_layers")
+    if layers != get_adapter(model).num_layers:
+        raise PrunebenchError(
+            f"{name}: scores are for a {layers}-layer model, this one has {get_adapter(model).num_layers}"
+        )
+    return [Removal.from_json(item) for item in scores.meta["order"]]
+
+
+class GreedyOrderMethod(Method):
+    """A method whose scores are a greedy removal order; `select` takes its shortest sufficient prefix."""
+
+    def select(
+        self, scores: Scores, model: nn.Module, target_ratio: float, config: MethodConfig
+    ) -> PruningPlan:
+        """`plan_from_order`: the shortest prefix whose real parameter count reaches the ratio."""
+        return plan_from_order(
+            get_adapter(model),
+            order_from_scores(scores, model, self.name),
+            target_ratio,
+            self.name,
+            config.to_dict(),
+            scores.meta.get("model", ""),
+            max_steps=config.max_steps or None,
+        )
