@@ -1,0 +1,47 @@
+"""The ``prunebench`` command line: one module per subcommand in ``prunebench.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from prunebench import __version__
+from prunebench.commands import apply, eval_ppl, info, methods, prune, score
+from prunebench.errors import PrunebenchError
+
+# Each module has NAME, HELP, optional GROUP ("eval"), add_arguments(parser) and run(args) -> int.
+COMMANDS: list[ModuleType] = [info, methods, score, prune, apply, eval_ppl]
+
+GROUPS = {"eval": "evaluate a model (perplexity, zero-shot accuracy, latency)"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prunebench", description="Structured pruning of LLMs, measured fairly."
+    )
+    parser.add_argument("--version", action="version", version=f"prunebench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    groups = {}
+    for name, help_text in GROUPS.items():
+        group_parser = sub.add_parser(name, help=help_text)
+        groups[name] = group_parser.add_subparsers(dest="subcommand", required=True)
+    for module in COMMANDS:
+        target = groups[module.GROUP] if getattr(module, "GROUP", None) else sub
+        command_parser = target.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except PrunebenchError as exc:
+        print(f"prunebench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

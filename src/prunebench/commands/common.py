@@ -1,0 +1,38 @@
+"""Argument helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from prunebench.errors import PrunebenchError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model directory or Hugging Face Hub id")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights' dtype")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def dtype_of(args: argparse.Namespace) -> torch.dtype:
+    return DTYPES[args.dtype]
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, str]:
+    """``["key=value", ...]`` from repeated ``--param`` flags into a dict (values stay strings)."""
+    params = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PrunebenchError(f"--param expects key=value, got {pair!r}")
+        params[key] = value
+    return params
+
+
+def check_ratio(ratio: float) -> float:
+    if not 0 <= ratio < 1:
+        raise PrunebenchError(f"ratio must be in [0, 1), got {ratio}")
+    return ratio

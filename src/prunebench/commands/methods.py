@@ -1,0 +1,25 @@
+"""``prunebench methods``: the registered pruning methods, one line each."""
+
+from __future__ import annotations
+
+import argparse
+
+from prunebench.methods import available_methods
+
+NAME = "methods"
+HELP = "list the registered pruning methods"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--defaults", action="store_true", help="also print each method's default options")
+
+
+def run(args: argparse.Namespace) -> int:
+    methods = available_methods()
+    width = max((len(n) for n in methods), default=0)
+    for name, cls in methods.items():
+        print(f"{name:<{width}}  {cls.summary()}")
+        if args.defaults:
+            for key, value in cls.Config().to_dict().items():
+                print(f"{'':<{width}}    {key} = {value}")
+    return 0

@@ -1,0 +1,46 @@
+"""``prunebench prune``: select a plan for one ratio and write the physically pruned checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from prunebench.commands.common import add_model_arguments, check_ratio, dtype_of
+from prunebench.commands.score import add_method_arguments, method_params
+from prunebench.errors import PrunebenchError
+from prunebench.steps import prune_model
+
+NAME = "prune"
+HELP = "prune a model to a ratio of decoder parameters (from saved scores or by scoring first)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    add_method_arguments(parser)
+    parser.add_argument(
+        "--ratio", type=float, required=True, help="fraction of decoder-layer parameters to remove"
+    )
+    parser.add_argument("--scores", help="directory written by `prunebench score`")
+    parser.add_argument(
+        "--out", required=True, help="output directory for the pruned checkpoint and plan.json"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    check_ratio(args.ratio)
+    if args.samples:
+        raise PrunebenchError(
+            "prune takes --scores or --calib; score saved samples with `prunebench score --samples`"
+        )
+    plan = prune_model(
+        args.model,
+        args.method,
+        args.ratio,
+        args.out,
+        scores_dir=args.scores,
+        calib=args.calib,
+        params=method_params(args),
+        dtype=dtype_of(args),
+        device=args.device,
+    )
+    print(f"pruned to decoder ratio {plan.achieved['decoder_ratio']:.4f}; written to {args.out}")
+    return 0

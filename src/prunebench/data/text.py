@@ -1,0 +1,93 @@
+"""Text sources: local files and directories, and the standard Hub data sets used by the papers."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from pathlib import Path
+
+from prunebench.errors import PrunebenchError
+
+SPLITS = ("train", "validation", "test")
+
+
+def _read_local(path: Path) -> str:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _local_split(directory: Path, split: str) -> Path:
+    for name in (f"{split}.txt", f"{split}.txt.gz"):
+        if (directory / name).is_file():
+            return directory / name
+    raise PrunebenchError(f"{directory} has no {split}.txt or {split}.txt.gz")
+
+
+def _wikitext2(split: str) -> str:
+    from datasets import load_dataset
+
+    rows = load_dataset("wikitext", "wikitext-2-raw-v1", split=split)
+    return "\n\n".join(rows["text"])
+
+
+def _ptb(split: str) -> str:
+    from datasets import load_dataset
+
+    rows = load_dataset("ptb_text_only", "penn_treebank", split=split, trust_remote_code=True)
+    return "\n\n".join(rows["sentence"])
+
+
+def _c4(split: str) -> str:
+    """The shards that SparseGPT/Wanda/FLAP use: train shard 0 and validation shard 0 of allenai/c4."""
+    from datasets import load_dataset
+
+    shard = {
+        "train": "en/c4-train.00000-of-01024.json.gz",
+        "validation": "en/c4-validation.00000-of-00008.json.gz",
+        "test": "en/c4-validation.00000-of-00008.json.gz",
+    }[split]
+    rows = load_dataset("allenai/c4", data_files={split: shard}, split=split)
+    return "\n\n".join(rows["text"][:5000] if split == "train" else rows["text"][:1100])
+
+
+def _alpaca(split: str) -> str:
+    """Alpaca-cleaned as plain text (instruction, input and output joined), as BlockPruner calibrates."""
+    from datasets import load_dataset
+
+    rows = load_dataset("yahma/alpaca-cleaned", split="train")
+    return "\n\n".join(
+        " ".join(part for part in (r["instruction"], r["input"], r["output"]) if part) for r in rows
+    )
+
+
+HUB_SOURCES: dict[str, Callable[[str], str]] = {
+    "wikitext2": _wikitext2,
+    "ptb": _ptb,
+    "c4": _c4,
+    "alpaca": _alpaca,
+}
+
+
+def load_text(source: str, split: str = "train") -> str:
+    """The text of ``split`` from ``source``: a file (.txt/.txt.gz), a directory of splits, or a Hub data set.
+
+    Hub names: ``wikitext2``, ``c4``, ``ptb``, ``alpaca``. An unknown name, a missing file or empty
+    text is a ``PrunebenchError``.
+    """
+    if split not in SPLITS:
+        raise PrunebenchError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = Path(source)
+    if path.is_dir():
+        text = _read_local(_local_split(path, split))
+    elif path.is_file():
+        text = _read_local(path)
+    elif source in HUB_SOURCES:
+        text = HUB_SOURCES[source](split)
+    else:
+        raise PrunebenchError(
+            f"text source {source!r} is neither a local file or directory nor one of {', '.join(HUB_SOURCES)}"
+        )
+    if not text.strip():
+        raise PrunebenchError(f"text source {source!r} ({split}) is empty")
+    return text

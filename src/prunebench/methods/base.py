@@ -1,0 +1,150 @@
+"""The method contract: typed configs with official defaults, ratio-independent scores, cheap selection."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from prunebench.errors import PrunebenchError
+from prunebench.io import atomic_write_json
+from prunebench.plan import PruningPlan
+
+SCORES_TENSORS = "scores.safetensors"
+SCORES_META = "scores.json"
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Options of a method. Subclasses add fields whose defaults are the official ones.
+
+    The common fields say how the method calibrates in the paper's setting (``calibration: paper``).
+    """
+
+    calib_dataset: str = "wikitext2"
+    nsamples: int = 128
+    seqlen: int = 128
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> MethodConfig:
+        """Build the config from user parameters; an unknown key is an error with close matches."""
+        params = dict(params or {})
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in params:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise PrunebenchError(
+                    f"unknown option {key!r} for {cls.__name__}{hint} (options: {', '.join(names)})"
+                )
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        coerced = {k: _coerce(k, v, types[k]) for k, v in params.items()}
+        config = cls(**coerced)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Validate option values; subclasses extend it."""
+        if self.nsamples <= 0 or self.seqlen <= 1:
+            raise PrunebenchError(
+                f"nsamples must be > 0 and seqlen > 1, got {self.nsamples} and {self.seqlen}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value: Any, declared: Any) -> Any:
+    """Turn command-line strings into the declared scalar type (``"0.5"`` for a float field, ...)."""
+    name = declared if isinstance(declared, str) else getattr(declared, "__name__", str(declared))
+    if not isinstance(value, str) or name == "str":
+        return value
+    try:
+        if name == "bool":
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if name == "int":
+            return int(value)
+        if name == "float":
+            return float(value)
+    except ValueError:
+        raise PrunebenchError(f"option {key}={value!r} is not a valid {name}") from None
+    return value
+
+
+@dataclass
+class Scores:
+    """What a method measured on the dense model: tensors plus JSON metadata (ratio-independent)."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    def save(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (SCORES_TENSORS + ".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}, str(tmp))
+        os.replace(tmp, directory / SCORES_TENSORS)
+        atomic_write_json(directory / SCORES_META, self.meta)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Scores:
+        directory = Path(directory)
+        if not (directory / SCORES_META).is_file():
+            raise PrunebenchError(f"no scores in {directory} (expected {SCORES_META})")
+        tensors = load_file(str(directory / SCORES_TENSORS)) if (directory / SCORES_TENSORS).exists() else {}
+        return cls(tensors=tensors, meta=json.loads((directory / SCORES_META).read_text()))
+
+
+class Method(abc.ABC):
+    """A structured-pruning method. Subclasses set ``Config``, ``families`` and implement both steps.
+
+    The first docstring line is the summary shown by ``prunebench methods``.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    families: ClassVar[tuple[str, ...]] = ("llama", "mistral", "qwen2")
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or cls.name).strip().splitlines()[0]
+
+    def config(self, params: dict[str, Any] | None = None) -> MethodConfig:
+        return self.Config.from_params(params)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse a model family the method does not handle, before any work."""
+        from prunebench.models import get_adapter
+
+        family = get_adapter(model).family
+        if family not in self.families:
+            raise PrunebenchError(
+                f"method {self.name} does not support {family} models (supports: {', '.join(self.families)})"
+            )
+
+    def check_ratio(self, model: nn.Module, target_ratio: float, config: MethodConfig) -> None:
+        """Refuse a ratio that cannot be realised, before scoring. Subclasses add their own limits."""
+        if not 0 <= target_ratio < 1:
+            raise PrunebenchError(f"ratio must be in [0, 1), got {target_ratio}")
+
+    @abc.abstractmethod
+    def score(self, model: nn.Module, calibration: torch.Tensor, config: MethodConfig) -> Scores:
+        """The expensive, ratio-independent measurement on the dense model."""
+
+    @abc.abstractmethod
+    def select(
+        self, scores: Scores, model: nn.Module, target_ratio: float, config: MethodConfig
+    ) -> PruningPlan:
+        """The cheap step: the plan that reaches ``target_ratio`` of decoder parameters."""

@@ -1,0 +1,90 @@
+"""Depth methods: a ratio-independent removal order, and the shortest prefix that reaches a ratio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prunebench.errors import PrunebenchError
+from prunebench.models.adapter import ModelAdapter
+from prunebench.models.counting import decoder_params, sublayer_params
+from prunebench.plan import LayerPlan, PruningPlan
+
+Part = Literal["attn", "mlp", "block"]
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One step of a removal order, in dense-model layer indices."""
+
+    layer: int
+    part: Part
+
+    def to_json(self) -> list[Any]:
+        return [self.layer, self.part]
+
+    @classmethod
+    def from_json(cls, item: list[Any]) -> Removal:
+        return cls(int(item[0]), item[1])
+
+
+def removal_params(adapter: ModelAdapter, removal: Removal) -> int:
+    """Decoder parameters that one removal takes away (norms included)."""
+    if removal.part == "block":
+        return sublayer_params(adapter, removal.layer, "attn") + sublayer_params(
+            adapter, removal.layer, "mlp"
+        )
+    return sublayer_params(adapter, removal.layer, removal.part)
+
+
+def plan_from_order(
+    adapter: ModelAdapter,
+    order: list[Removal],
+    target_ratio: float,
+    method: str,
+    params: dict[str, Any],
+    base_model: str,
+    max_steps: int | None = None,
+) -> PruningPlan:
+    """The plan made of the shortest prefix of ``order`` whose removed decoder parameters reach the ratio.
+
+    Attention and MLP sublayers differ in size, so the prefix is found on real parameter counts.
+    The native count (blocks or sublayers removed) is recorded in ``plan.notes``.
+    """
+    if not 0 <= target_ratio < 1:
+        raise PrunebenchError(f"ratio must be in [0, 1), got {target_ratio}")
+    allowed = order if max_steps is None else order[:max_steps]
+    budget = target_ratio * decoder_params(adapter.model)
+    removed, prefix = 0, 0
+    while removed < budget and prefix < len(allowed):
+        removed += removal_params(adapter, allowed[prefix])
+        prefix += 1
+    if removed < budget:
+        raise PrunebenchError(
+            f"{method}: removing all {len(allowed)} allowed steps removes {removed / decoder_params(adapter.model):.3f} "
+            f"of decoder parameters, less than the target ratio {target_ratio}"
+        )
+    layers: dict[int, LayerPlan] = {}
+    for step in allowed[:prefix]:
+        lp = layers.setdefault(step.layer, LayerPlan())
+        if step.part in ("attn", "block"):
+            lp.kv_heads = []
+        if step.part in ("mlp", "block"):
+            lp.mlp_channels = []
+    parts = [s.part for s in allowed[:prefix]]
+    return PruningPlan(
+        base_model=base_model,
+        method=method,
+        params=params,
+        target_ratio=target_ratio,
+        layers=layers,
+        notes={
+            "native": {
+                "blocks_removed": parts.count("block"),
+                "attn_removed": parts.count("attn"),
+                "mlp_removed": parts.count("mlp"),
+                "steps": prefix,
+            },
+            "removed_in_order": [s.to_json() for s in allowed[:prefix]],
+        },
+    )

@@ -1,0 +1,119 @@
+"""Pruned checkpoints: one writer and one loader for dense and physically pruned models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from prunebench.errors import PrunebenchError
+from prunebench.io import atomic_directory
+from prunebench.models import modeling_prunebench
+from prunebench.models.adapter import SUPPORTED_FAMILIES, get_adapter
+from prunebench.models.modeling_prunebench import LAYER_SPEC_KEY, PRUNED_CLASSES
+from prunebench.models.surgery import sync_config
+from prunebench.plan import PruningPlan
+
+MODELING_FILE = "modeling_prunebench.py"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def save_pretrained(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    plan: PruningPlan | None = None,
+) -> Path:
+    """Write ``model`` (dense or pruned) as a Hugging Face directory, atomically.
+
+    Irregular shapes are recorded in ``config.prunebench_layers`` and the modelling file is copied
+    beside the weights with an ``auto_map``, so ``AutoModelForCausalLM.from_pretrained(dir,
+    trust_remote_code=True)`` loads it. A model that only lost whole layers is a plain checkpoint.
+    """
+    adapter = get_adapter(model)
+    sync_config(model)
+    config = adapter.config
+    irregular = hasattr(config, LAYER_SPEC_KEY)
+    if irregular:
+        pruned_class = PRUNED_CLASSES[adapter.family]
+        config.auto_map = {"AutoModelForCausalLM": f"{Path(MODELING_FILE).stem}.{pruned_class.__name__}"}
+        config.architectures = [pruned_class.__name__]
+    else:
+        if hasattr(config, "auto_map"):
+            delattr(config, "auto_map")
+        config.architectures = [_family_class_name(model)]
+    out_dir = Path(out_dir)
+    with atomic_directory(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        if irregular:
+            shutil.copyfile(modeling_prunebench.__file__, tmp / MODELING_FILE)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if plan is not None:
+            plan.save(tmp / "plan.json")
+    return out_dir
+
+
+def _family_class_name(model: nn.Module) -> str:
+    """The transformers class a regular model is saved as (never a Prunebench* subclass)."""
+    return next(
+        cls.__name__
+        for cls in type(model).__mro__
+        if cls.__name__.endswith("ForCausalLM") and not cls.__name__.startswith("Prunebench")
+    )
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise PrunebenchError(f"{path} has no config.json: not a Hugging Face model directory")
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise PrunebenchError(f"{config_file} is not valid JSON: {exc}") from None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def load_pretrained(
+    name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
+    """Load a dense or pruned causal LM and its tokenizer (``None`` when the directory has none).
+
+    Local directories are checked first: a missing path, a config of an unsupported family or
+    tensors that disagree with the config are ``PrunebenchError``s. A name of the form
+    ``owner/model`` that is not a local path is taken as a Hugging Face Hub id.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir():
+            raise PrunebenchError(f"model path {path} is not a directory")
+        config = _read_config(path)
+        family = config.get("model_type")
+        if family not in SUPPORTED_FAMILIES:
+            raise PrunebenchError(
+                f"{path}: model type {family!r} is not supported; supported families: {', '.join(SUPPORTED_FAMILIES)}"
+            )
+        model_class = PRUNED_CLASSES[family] if LAYER_SPEC_KEY in config else AutoModelForCausalLM
+    elif _looks_like_hub_id(str(name_or_path)):
+        model_class = AutoModelForCausalLM
+    else:
+        raise PrunebenchError(f"model not found: {name_or_path} (neither a local directory nor a Hub id)")
+    try:
+        model = model_class.from_pretrained(str(name_or_path), dtype=dtype)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise PrunebenchError(f"cannot load model {name_or_path}: {str(exc).splitlines()[0]}") from None
+    get_adapter(model)
+    model.to(device).eval()
+    has_tokenizer = not path.exists() or any((path / f).exists() for f in _TOKENIZER_FILES)
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path)) if has_tokenizer else None
+    return model, tokenizer

@@ -1,0 +1,160 @@
+"""The study's pruning steps as library calls, shared by the CLI and the Snakemake scripts.
+
+Every step checks its inputs before any expensive work, writes its outputs atomically and records
+its wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunebench.data import calibration_samples, load_samples, load_text, save_samples
+from prunebench.errors import PrunebenchError
+from prunebench.io import atomic_directory
+from prunebench.methods import Scores, get_method
+from prunebench.models import apply_plan, load_pretrained, save_pretrained
+from prunebench.models.counting import decoder_params, total_params
+from prunebench.plan import PruningPlan
+
+SAMPLES_FILE = "calibration.safetensors"
+
+
+def make_calibration(
+    tokenizer: Any, source: str, nsamples: int, seqlen: int, seed: int, out: str | os.PathLike | None = None
+) -> torch.Tensor:
+    """Calibration samples from the train split of ``source``, saved to ``out`` when given."""
+    samples = calibration_samples(tokenizer, load_text(source, "train"), nsamples, seqlen, seed)
+    if out is not None:
+        save_samples(samples, out)
+    return samples
+
+
+def score_model(
+    model_path: str,
+    method_name: str,
+    out_dir: str | os.PathLike,
+    calib: str | None = None,
+    samples_path: str | os.PathLike | None = None,
+    params: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+) -> Scores:
+    """Score ``model_path`` with a method and save the scores with the calibration samples they used.
+
+    Samples come from ``samples_path`` (shared calibration) or are drawn from ``calib`` (default:
+    the method's official data set) with the method's sample count, length and seed.
+    """
+    method = get_method(method_name)
+    config = method.config(params)
+    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+    method.check_model(model)
+    if samples_path is not None:
+        samples = load_samples(samples_path)
+        source = str(samples_path)
+    else:
+        if tokenizer is None:
+            raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
+        source = calib or config.calib_dataset
+        samples = make_calibration(tokenizer, source, config.nsamples, config.seqlen, config.seed)
+    start = time.perf_counter()
+    scores = method.score(model, samples.to(device), config)
+    scores.meta.update(
+        {
+            "method": method_name,
+            "params": config.to_dict(),
+            "model": model_path,
+            "calibration": {"source": source, "shape": list(samples.shape)},
+            "cost": {"score_seconds": time.perf_counter() - start},
+        }
+    )
+    with atomic_directory(out_dir) as tmp:
+        scores.save(tmp)
+        save_samples(samples, Path(tmp) / SAMPLES_FILE)
+    return scores
+
+
+def _param_counts(model: torch.nn.Module) -> dict[str, int]:
+    return {"decoder": decoder_params(model), "total": total_params(model)}
+
+
+def _achieved(after: dict[str, int], before: dict[str, int]) -> dict[str, float]:
+    return {
+        "decoder_ratio": 1 - after["decoder"] / before["decoder"],
+        "total_ratio": 1 - after["total"] / before["total"],
+        "decoder_params": after["decoder"],
+        "total_params": after["total"],
+    }
+
+
+def prune_model(
+    model_path: str,
+    method_name: str,
+    ratio: float,
+    out_dir: str | os.PathLike,
+    scores_dir: str | os.PathLike | None = None,
+    calib: str | None = None,
+    params: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+) -> PruningPlan:
+    """Select a plan for ``ratio`` from saved scores (or score first) and write the pruned checkpoint."""
+    method = get_method(method_name)
+    config = method.config(params)
+    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+    method.check_model(model)
+    method.check_ratio(model, ratio, config)
+    if scores_dir is not None:
+        scores = Scores.load(scores_dir)
+        if scores.meta.get("method") != method_name:
+            raise PrunebenchError(
+                f"{scores_dir} holds scores of {scores.meta.get('method')!r}, not {method_name!r}"
+            )
+    else:
+        if tokenizer is None:
+            raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
+        samples = make_calibration(
+            tokenizer, calib or config.calib_dataset, config.nsamples, config.seqlen, config.seed
+        )
+        scores = method.score(model, samples.to(device), config)
+    start = time.perf_counter()
+    plan = method.select(scores, model, ratio, config)
+    select_seconds = time.perf_counter() - start
+    plan.base_model = model_path
+    return write_pruned(
+        model, tokenizer, plan, out_dir, extra_notes={"cost": {"select_seconds": select_seconds}}
+    )
+
+
+def write_pruned(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    plan: PruningPlan,
+    out_dir: str | os.PathLike,
+    extra_notes: dict[str, Any] | None = None,
+) -> PruningPlan:
+    """Apply ``plan`` to the dense ``model``, fill in the achieved ratios and save the checkpoint."""
+    before = _param_counts(model)
+    start = time.perf_counter()
+    apply_plan(model, plan)
+    plan.achieved = _achieved(_param_counts(model), before)
+    plan.notes.update(extra_notes or {})
+    plan.notes.setdefault("cost", {})["apply_seconds"] = time.perf_counter() - start
+    save_pretrained(model, out_dir, tokenizer=tokenizer, plan=plan)
+    return plan
+
+
+def apply_plan_file(
+    model_path: str,
+    plan_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    dtype: torch.dtype = torch.float32,
+) -> PruningPlan:
+    """Apply a plan file (from any source, e.g. a method run as a Snakemake rule) to its base model."""
+    plan = PruningPlan.load(plan_path)
+    model, tokenizer = load_pretrained(model_path, dtype=dtype)
+    return write_pruned(model, tokenizer, plan, out_dir)
