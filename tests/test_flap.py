@@ -6,14 +6,8 @@ import copy
 
 import pytest
 import torch
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from conftest import make_tiny_model
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Scores, get_method
@@ -30,27 +24,20 @@ from prunebench.methods.flap import (
 )
 from prunebench.models import apply_plan, get_adapter
 from prunebench.models.counting import achieved_ratios
+from prunebench.plan import PruningPlan
 
-VOCAB = 128
+VOCAB = 96
 
 
 def tiny(kind: str) -> torch.nn.Module:
-    """Tiny decoders: Llama MHA with head_dim 64, Llama-3-like GQA with head_dim 32, Qwen2 with q/k/v biases."""
-    torch.manual_seed(0)
+    """Llama MHA with head_dim 64, Llama-3-like GQA with head_dim 32, Qwen2 (q/k/v biases) with head_dim 32."""
     if kind == "llama-mha-hd64":
-        config = LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            intermediate_size=192,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            head_dim=64,
+        return make_tiny_model(
+            "llama", hidden_size=64, intermediate_size=192, num_hidden_layers=2, head_dim=64
         )
-        model = LlamaForCausalLM(config)
-    elif kind == "llama3-gqa-hd32":
-        config = LlamaConfig(
-            vocab_size=VOCAB,
+    if kind == "llama3-gqa-hd32":
+        return make_tiny_model(
+            "llama3",
             hidden_size=64,
             intermediate_size=256,
             num_hidden_layers=3,
@@ -58,23 +45,7 @@ def tiny(kind: str) -> torch.nn.Module:
             num_key_value_heads=2,
             head_dim=32,
         )
-        model = LlamaForCausalLM(config)
-    else:
-        config = Qwen2Config(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            intermediate_size=192,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=32,
-        )
-        model = Qwen2ForCausalLM(config)
-        with torch.no_grad():
-            for layer in model.model.layers:
-                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                    proj.bias.normal_(0, 0.5)
-    return model.eval()
+    return make_tiny_model("qwen2", hidden_size=64, intermediate_size=192, num_hidden_layers=2, head_dim=32)
 
 
 def calibration(n: int = 12, t: int = 16) -> torch.Tensor:
@@ -312,11 +283,11 @@ def test_native_pruning_ratio_uses_the_official_formula():
     model = tiny("llama-mha-hd64")
     flap = get_method("flap")
     scores = flap.score(model, calibration(), flap.config({}))
-    plan = flap.select(scores, model, 0.2, flap.config({"pruning_ratio": 0.5}))
-    assert plan.notes["budget"] == "native"
+    plan = flap.select(scores, model, 0.5, flap.config({"budget": "native"}))
+    assert plan.notes["budget"] == "native" and plan.notes["native_pruning_ratio"] == 0.5
     total = 2 * (4 * head_weight(1, 64) + 192)
     # the kept weight is within one element (a head) of (1 - r) of the total
-    assert abs(plan.notes["native_equivalent_ratio"] - 0.5) <= head_weight(1, 64) / total
+    assert abs(plan.notes["native_weight_removed"] - 0.5) <= head_weight(1, 64) / total
 
 
 def test_ul_um_prunes_the_same_counts_in_every_layer():
@@ -327,7 +298,7 @@ def test_ul_um_prunes_the_same_counts_in_every_layer():
     plan = flap.select(scores, model, 0.3, config)
     assert abs(plan.notes["achieved_decoder_ratio"] - 0.3) <= 0.02
     assert len({len(plan.layers[i].mlp_channels) for i in range(3)}) == 1
-    native = flap.select(scores, model, 0.3, flap.config({"structure": "UL-UM", "pruning_ratio": 0.5}))
+    native = flap.select(scores, model, 0.5, flap.config({"structure": "UL-UM", "budget": "native"}))
     for i in range(3):
         assert len(native.layers[i].kv_heads) == 1  # floor(0.5 * 2) groups removed
         assert len(native.layers[i].mlp_channels) == 256 - 128
@@ -357,6 +328,8 @@ def test_bad_input_is_refused_before_scoring():
         flap.config({"metric": "L2"})
     with pytest.raises(PrunebenchError, match="structure"):
         flap.config({"structure": "UL-MM"})
+    with pytest.raises(PrunebenchError, match="budget"):
+        flap.config({"budget": "params"})
     with pytest.raises(PrunebenchError, match="nsamples"):
         flap.config({"nsamples": 1})
     with pytest.raises(PrunebenchError, match="at least 2"):
@@ -372,3 +345,54 @@ def test_scores_from_another_metric_are_refused():
     scores = flap.score(model, calibration(4, 8), flap.config({"metric": "IFV"}))
     with pytest.raises(PrunebenchError, match="metric"):
         flap.select(scores, model, 0.2, flap.config({}))
+
+
+# ---- the generic CLI --------------------------------------------------------------------------
+
+
+def test_cli_score_then_prune_and_reload(tmp_path, tiny_tokenizer, tiny_text, capsys):
+    from prunebench.cli import main
+    from prunebench.models import load_pretrained, save_pretrained
+
+    model = make_tiny_model("qwen2", vocab_size=len(tiny_tokenizer), intermediate_size=128)
+    save_pretrained(model, tmp_path / "dense", tokenizer=tiny_tokenizer)
+    (tmp_path / "train.txt").write_text(tiny_text)
+    common = ["--model", str(tmp_path / "dense"), "--method", "flap"]
+    calib = ["--calib", str(tmp_path / "train.txt"), "--nsamples", "6", "--seqlen", "16"]
+    assert main(["score", *common, *calib, "--out", str(tmp_path / "scores")]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                *common,
+                "--ratio",
+                "0.3",
+                "--scores",
+                str(tmp_path / "scores"),
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
+    pruned, _ = load_pretrained(tmp_path / "p")
+    plan = PruningPlan.load(tmp_path / "p" / "plan.json")
+    assert plan.compensation and abs(plan.achieved["decoder_ratio"] - 0.3) <= 0.02
+    ids = torch.randint(0, len(tiny_tokenizer), (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the reloaded checkpoint keeps the compensation biases
+        torch.testing.assert_close(pruned(ids).logits, apply_plan(copy.deepcopy(model), plan)(ids).logits)
+    bad = main(
+        [
+            "prune",
+            *common,
+            "--ratio",
+            "0.3",
+            "--param",
+            "metrc=IFV",
+            "--scores",
+            str(tmp_path / "scores"),
+            "--out",
+            str(tmp_path / "q"),
+        ]
+    )
+    assert bad == 2 and "did you mean metric" in capsys.readouterr().err

@@ -6,14 +6,8 @@ import copy
 
 import pytest
 import torch
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from conftest import make_tiny_model
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
@@ -24,15 +18,14 @@ from prunebench.models import apply_plan, get_adapter, mask_plan
 from prunebench.models.counting import achieved_ratios
 from prunebench.plan import LayerPlan, PruningPlan
 
-VOCAB = 128
+VOCAB = 96
 
 
 def tiny(kind: str) -> torch.nn.Module:
     """A Llama-3-like GQA decoder (head_dim 32) or a Qwen2 decoder with q/k/v biases (head_dim 64)."""
-    torch.manual_seed(0)
     if kind == "llama3-gqa-hd32":
-        config = LlamaConfig(
-            vocab_size=VOCAB,
+        return make_tiny_model(
+            "llama3",
             hidden_size=64,
             intermediate_size=256,
             num_hidden_layers=3,
@@ -40,22 +33,7 @@ def tiny(kind: str) -> torch.nn.Module:
             num_key_value_heads=4,
             head_dim=32,
         )
-        return LlamaForCausalLM(config).eval()
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=64,
-    )
-    model = Qwen2ForCausalLM(config)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                proj.bias.normal_(0, 0.5)
-    return model.eval()
+    return make_tiny_model("qwen2", hidden_size=64, intermediate_size=256, num_hidden_layers=2, head_dim=64)
 
 
 def calibration(n: int = 10, t: int = 12) -> torch.Tensor:
@@ -136,7 +114,7 @@ def test_uniform_counts_ratio_and_surgery(kind):
 def test_native_pruning_ratio_floors_per_layer_counts():
     model = tiny("llama3-gqa-hd32")
     wanda = get_method("wanda-sp")
-    config = wanda.config({"pruning_ratio": 0.3})
+    config = wanda.config({"budget": "native"})
     plan = wanda.select(wanda.score(model, calibration(4, 8), config), model, 0.3, config)
     for lp in plan.layers.values():
         assert len(lp.kv_heads) == 4 - 1  # floor(0.3 * 4) KV groups removed
@@ -160,10 +138,10 @@ def test_bad_input_is_refused_before_scoring():
     for ratio in (1.0, -0.2):
         with pytest.raises(PrunebenchError, match="ratio"):
             wanda.check_ratio(model, ratio, config)
-    with pytest.raises(PrunebenchError, match="did you mean pruning_ratio"):
-        wanda.config({"pruning_rato": 0.2})
-    with pytest.raises(PrunebenchError, match="pruning_ratio"):
-        wanda.config({"pruning_ratio": 1.2})
+    with pytest.raises(PrunebenchError, match="did you mean budget"):
+        wanda.config({"budgt": "native"})
+    with pytest.raises(PrunebenchError, match="budget"):
+        wanda.config({"budget": "params"})
     with pytest.raises(PrunebenchError, match="calibration"):
         wanda.score(model, torch.zeros(0, 8, dtype=torch.long), config)
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=VOCAB))

@@ -32,11 +32,12 @@ Extensions (also listed in ``plan.notes["extensions"]``):
   global search is ``(2g+2)·hd/3`` channel-equivalents, truncated to an integer as the official
   integer weight tensor truncates ``512/3`` to 170 (MHA, ``hd = 128``). Any ``head_dim``, layer
   count, and existing biases are handled.
-- **Decoder budget** (default): the study ratio is the fraction of decoder-layer parameters removed.
-  We keep FLAP's ranking and strict threshold but choose the cut so the *kept set* has the budget,
-  counting real parameters per KV group and channel (biases included), then correct once for norms
-  and compensation biases. FLAP's native knob stays available as ``pruning_ratio``: when set, the
-  official formula above picks the cut (and the study ratio is only recorded).
+- **Decoder budget** (``budget=decoder``, default): the study ratio is the fraction of
+  decoder-layer parameters removed. We keep FLAP's ranking and strict threshold but choose the cut
+  so the *kept set* has the budget, counting real parameters per KV group and channel (biases
+  included), then correct once for norms and compensation biases. ``budget=native`` passes the ratio
+  to FLAP as its own ``--pruning_ratio`` (the official formulas above, integer weights for AL-AM,
+  ``floor(r·H_kv)``/``floor(r·m)`` for UL-UM); the plan notes record target, native and achieved.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from prunebench.plan import LayerPlan, PruningPlan
 
 METRICS = ("WIFV", "IFV", "WIFN")
 STRUCTURES = ("AL-AM", "UL-UM")
+BUDGETS = ("decoder", "native")
 EXTENSIONS = [
     "GQA: heads pruned by KV group, group score = mean of standardised o_proj channel scores",
     "GQA: group weight in the global search = floor((2g+2)*head_dim/3) channel-equivalents",
@@ -73,7 +75,7 @@ class FlapConfig(MethodConfig):
     seed: int = 0
     metric: str = "WIFV"
     structure: str = "AL-AM"
-    pruning_ratio: float | None = None
+    budget: str = "decoder"
     batch_size: int = 8
 
     def check(self) -> None:
@@ -84,8 +86,8 @@ class FlapConfig(MethodConfig):
             raise PrunebenchError(
                 f"flap: structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}"
             )
-        if self.pruning_ratio is not None and not 0 <= self.pruning_ratio < 1:
-            raise PrunebenchError(f"flap: pruning_ratio must be in [0, 1), got {self.pruning_ratio}")
+        if self.budget not in BUDGETS:
+            raise PrunebenchError(f"flap: budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if self.batch_size < 1:
             raise PrunebenchError(f"flap: batch_size must be at least 1, got {self.batch_size}")
         if self.nsamples < 2:
@@ -252,7 +254,7 @@ class Flap(Method):
     def check_ratio(self, model: torch.nn.Module, target_ratio: float, config: FlapConfig) -> None:
         """A ratio must lie in [0, 1); UL-UM must realise it within 0.02 with uniform counts."""
         super().check_ratio(model, target_ratio, config)
-        if config.structure == "UL-UM" and config.pruning_ratio is None:
+        if config.structure == "UL-UM" and config.budget == "decoder":
             uniform_keep_counts(get_adapter(model), target_ratio)
 
     def select(
@@ -262,13 +264,22 @@ class Flap(Method):
         self.check_ratio(model, target_ratio, config)
         adapter = get_adapter(model)
         _check_scores(scores, adapter, config)
-        notes: dict = {"extensions": list(EXTENSIONS), "structure": config.structure, "metric": config.metric}
+        notes: dict = {
+            "extensions": list(EXTENSIONS),
+            "structure": config.structure,
+            "metric": config.metric,
+            "budget": config.budget,
+        }
         if config.structure == "AL-AM":
             attn_keep, mlp_keep = self._adaptive(scores, adapter, target_ratio, config, notes)
         else:
             attn_keep, mlp_keep = self._uniform(scores, adapter, target_ratio, config, notes)
         plan = _plan(adapter, attn_keep, mlp_keep, scores, target_ratio, config, notes)
-        notes.update(target_ratio=target_ratio, achieved_decoder_ratio=plan_decoder_ratio(adapter, plan))
+        notes.update(
+            target_ratio=target_ratio,
+            native_pruning_ratio=target_ratio if config.budget == "native" else None,
+            achieved_decoder_ratio=plan_decoder_ratio(adapter, plan),
+        )
         return plan
 
     def _adaptive(
@@ -280,18 +291,16 @@ class Flap(Method):
         mlp = standardize(scores.tensors["mlp_score"])
         sorted_scores, order = rank(attn, mlp)
         weight = head_weight(adapter.group_size, adapter.head_dim)
-        if config.pruning_ratio is not None:
-            k = native_cut(order, attn.numel(), weight, config.pruning_ratio)
-            notes.update(budget="native", native_pruning_ratio=config.pruning_ratio)
+        if config.budget == "native":
+            k = native_cut(order, attn.numel(), weight, target_ratio)
         else:
             k = _decoder_cut(adapter, attn, mlp, sorted_scores, order, scores, target_ratio, config)
-            notes["budget"] = "decoder"
         attn_keep, mlp_keep = keep_above(attn, mlp, sorted_scores, k)
         kept_weight = int(attn_keep.sum()) * weight + int(mlp_keep.sum())
         notes.update(
             head_weight=weight,
             threshold=None if k >= order.numel() else float(sorted_scores[k]),
-            native_equivalent_ratio=1 - kept_weight / (attn.numel() * weight + mlp.numel()),
+            native_weight_removed=1 - kept_weight / (attn.numel() * weight + mlp.numel()),
         )
         return attn_keep, mlp_keep
 
@@ -302,17 +311,15 @@ class Flap(Method):
         width = adapter.group_size * adapter.head_dim
         attn = group_channels(scores.tensors["attn_score"], width).sum(dim=-1)
         mlp = scores.tensors["mlp_score"]
-        if config.pruning_ratio is not None:
-            remove_heads = int(config.pruning_ratio * adapter.num_kv_heads)
-            remove_channels = int(adapter.intermediate_size * config.pruning_ratio)
-            notes.update(budget="native", native_pruning_ratio=config.pruning_ratio)
+        if config.budget == "native":
+            remove_heads = int(target_ratio * adapter.num_kv_heads)
+            remove_channels = int(adapter.intermediate_size * target_ratio)
         else:
             kv_keep, ch_keep = uniform_keep_counts(adapter, target_ratio)
             remove_heads, remove_channels = (
                 adapter.num_kv_heads - kv_keep,
                 adapter.intermediate_size - ch_keep,
             )
-            notes["budget"] = "decoder"
         notes.update(removed_kv_groups_per_layer=remove_heads, removed_channels_per_layer=remove_channels)
         return keep_uniform(attn, remove_heads), keep_uniform(mlp, remove_channels)
 

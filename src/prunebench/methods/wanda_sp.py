@@ -21,7 +21,7 @@ Extensions (also in ``plan.notes["extensions"]``): **GQA** — heads are pruned 
 head with its query heads), a group's score is the sum over its ``g·hd`` o_proj channels, and the
 native count is ``floor(r·H_kv)`` groups; **decoder budget** (default) — the per-layer counts come from
 :func:`~prunebench.methods.width_budget.uniform_keep_counts` so the decoder-parameter ratio matches the
-study ratio; the native knob stays available as ``pruning_ratio``.
+study ratio; ``budget=native`` uses the ratio as Wanda-sp's own ``--pruning_ratio`` instead.
 """
 
 from __future__ import annotations
@@ -58,13 +58,13 @@ class WandaSpConfig(MethodConfig):
     nsamples: int = 128
     seqlen: int = 128
     seed: int = 0
-    pruning_ratio: float | None = None
+    budget: str = "decoder"
     batch_size: int = 8
 
     def check(self) -> None:
         super().check()
-        if self.pruning_ratio is not None and not 0 <= self.pruning_ratio < 1:
-            raise PrunebenchError(f"wanda-sp: pruning_ratio must be in [0, 1), got {self.pruning_ratio}")
+        if self.budget not in ("decoder", "native"):
+            raise PrunebenchError(f"wanda-sp: budget must be decoder or native, got {self.budget!r}")
         if self.batch_size < 1:
             raise PrunebenchError(f"wanda-sp: batch_size must be at least 1, got {self.batch_size}")
 
@@ -153,7 +153,7 @@ class WandaSp(Method):
     def check_ratio(self, model: nn.Module, target_ratio: float, config: WandaSpConfig) -> None:
         """A ratio must lie in [0, 1) and be realisable with uniform per-layer counts."""
         super().check_ratio(model, target_ratio, config)
-        if config.pruning_ratio is None:
+        if config.budget == "decoder":
             uniform_keep_counts(get_adapter(model), target_ratio)
 
     def select(
@@ -166,18 +166,21 @@ class WandaSp(Method):
             raise PrunebenchError(f"these scores were made by {scores.meta.get('method')!r}, not by wanda-sp")
         if not adapter.is_dense():
             raise PrunebenchError("wanda-sp prunes a dense model, but this model is already pruned")
-        notes: dict[str, Any] = {"extensions": list(EXTENSIONS), "target_ratio": target_ratio}
-        if config.pruning_ratio is not None:
-            remove_heads = int(config.pruning_ratio * adapter.num_kv_heads)
-            remove_channels = int(adapter.intermediate_size * config.pruning_ratio)
-            notes.update(budget="native", native_pruning_ratio=config.pruning_ratio)
+        notes: dict[str, Any] = {
+            "extensions": list(EXTENSIONS),
+            "target_ratio": target_ratio,
+            "budget": config.budget,
+            "native_pruning_ratio": target_ratio if config.budget == "native" else None,
+        }
+        if config.budget == "native":
+            remove_heads = int(target_ratio * adapter.num_kv_heads)
+            remove_channels = int(adapter.intermediate_size * target_ratio)
         else:
             kv_keep, ch_keep = uniform_keep_counts(adapter, target_ratio)
             remove_heads, remove_channels = (
                 adapter.num_kv_heads - kv_keep,
                 adapter.intermediate_size - ch_keep,
             )
-            notes["budget"] = "decoder"
         notes.update(removed_kv_groups_per_layer=remove_heads, removed_channels_per_layer=remove_channels)
         attn_keep, mlp_keep = self._sequential(
             adapter, scores.tensors["input_ids"], remove_heads, remove_channels, config
