@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+import math
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_tiny_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from prunebench.data import calibration_samples, load_text
 from prunebench.errors import PrunebenchError
-from prunebench.methods import Scores, get_method
+from prunebench.evaluation.perplexity import perplexity
+from prunebench.methods import Scores, available_methods, get_method
 from prunebench.methods.channel_stats import InputStats
 from prunebench.methods.flap import (
     budget_cut,
@@ -22,7 +26,7 @@ from prunebench.methods.flap import (
     rank,
     standardize,
 )
-from prunebench.models import apply_plan, get_adapter
+from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pretrained
 from prunebench.models.counting import achieved_ratios
 from prunebench.plan import PruningPlan
 
@@ -352,7 +356,6 @@ def test_scores_from_another_metric_are_refused():
 
 def test_cli_score_then_prune_and_reload(tmp_path, tiny_tokenizer, tiny_text, capsys):
     from prunebench.cli import main
-    from prunebench.models import load_pretrained, save_pretrained
 
     model = make_tiny_model("qwen2", vocab_size=len(tiny_tokenizer), intermediate_size=128)
     save_pretrained(model, tmp_path / "dense", tokenizer=tiny_tokenizer)
@@ -396,3 +399,54 @@ def test_cli_score_then_prune_and_reload(tmp_path, tiny_tokenizer, tiny_text, ca
         ]
     )
     assert bad == 2 and "did you mean metric" in capsys.readouterr().err
+
+
+# ---- the demo model ---------------------------------------------------------------------------
+
+DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+needs_demo = pytest.mark.skipif(
+    not (DEMO / "model" / "model.safetensors").is_file(), reason="the demo model is not built"
+)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The demo model, 64 calibration windows of 128 tokens from its train split, and FLAP scores."""
+    model, tokenizer = load_pretrained(DEMO / "model")
+    calib = calibration_samples(tokenizer, load_text(str(DEMO / "corpus"), "train"), 64, 128, 0)
+    flap = get_method("flap")
+    scores = flap.score(model, calib, flap.config({"nsamples": 64}))
+    return model, tokenizer, calib, scores
+
+
+def demo_ppl(model, tokenizer) -> float:
+    """Perplexity on the first 16 windows of 128 tokens of the demo test split."""
+    text = load_text(str(DEMO / "corpus"), "test")
+    return perplexity(model, tokenizer, text, seqlen=128, max_windows=16, progress=False)["ppl"]
+
+
+@pytest.mark.slow
+@needs_demo
+@pytest.mark.parametrize("ratio", [0.2, 0.4])
+def test_demo_ratio_and_perplexity(demo, ratio):
+    model, tokenizer, _, scores = demo
+    flap = get_method("flap")
+    plan = flap.select(scores, model, ratio, flap.config({"nsamples": 64}))
+    pruned = apply_plan(copy.deepcopy(model), plan)
+    assert abs(achieved_ratios(pruned, model)["decoder_ratio"] - ratio) <= 0.02
+    assert math.isfinite(demo_ppl(pruned, tokenizer))
+
+
+@pytest.mark.slow
+@needs_demo
+def test_demo_flap_beats_magnitude_sp_at_0_4(demo):
+    if "magnitude-sp" not in available_methods():
+        pytest.skip("magnitude-sp is not merged")
+    model, tokenizer, calib, scores = demo
+    flap, magnitude = get_method("flap"), get_method("magnitude-sp")
+    flap_plan = flap.select(scores, model, 0.4, flap.config({"nsamples": 64}))
+    mag_config = magnitude.config({})
+    mag_plan = magnitude.select(magnitude.score(model, calib, mag_config), model, 0.4, mag_config)
+    flap_ppl = demo_ppl(apply_plan(copy.deepcopy(model), flap_plan), tokenizer)
+    mag_ppl = demo_ppl(apply_plan(copy.deepcopy(model), mag_plan), tokenizer)
+    assert flap_ppl < mag_ppl

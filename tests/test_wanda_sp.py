@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import copy
+import math
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_tiny_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from prunebench.data import calibration_samples, load_text
 from prunebench.errors import PrunebenchError
+from prunebench.evaluation.perplexity import perplexity
 from prunebench.methods import get_method
 from prunebench.methods.channel_stats import InputStats
 from prunebench.methods.flap import keep_uniform
 from prunebench.methods.wanda_sp import wanda_scores
-from prunebench.models import apply_plan, get_adapter, mask_plan
+from prunebench.models import apply_plan, get_adapter, load_pretrained, mask_plan
 from prunebench.models.counting import achieved_ratios
 from prunebench.plan import LayerPlan, PruningPlan
 
@@ -147,3 +151,26 @@ def test_bad_input_is_refused_before_scoring():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=VOCAB))
     with pytest.raises(PrunebenchError, match="gpt2"):
         wanda.check_model(gpt2)
+
+
+# ---- the demo model ---------------------------------------------------------------------------
+
+DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (DEMO / "model" / "model.safetensors").is_file(), reason="the demo model is not built"
+)
+def test_demo_ratios_and_perplexity():
+    model, tokenizer = load_pretrained(DEMO / "model")
+    calib = calibration_samples(tokenizer, load_text(str(DEMO / "corpus"), "train"), 32, 128, 0)
+    wanda = get_method("wanda-sp")
+    config = wanda.config({"nsamples": 32})
+    scores = wanda.score(model, calib, config)
+    test_text = load_text(str(DEMO / "corpus"), "test")
+    for ratio in (0.2, 0.4):
+        pruned = apply_plan(copy.deepcopy(model), wanda.select(scores, model, ratio, config))
+        assert abs(achieved_ratios(pruned, model)["decoder_ratio"] - ratio) <= 0.02
+        ppl = perplexity(pruned, tokenizer, test_text, seqlen=128, max_windows=16, progress=False)["ppl"]
+        assert math.isfinite(ppl)

@@ -3,7 +3,8 @@
 Both methods score the *input channels* of ``o_proj`` and ``down_proj``. The official FLAP code
 feeds one calibration sample (``T`` tokens) at a time and keeps running accumulators; we process a
 batch of samples at once but reproduce the per-sample recursions exactly through their closed forms
-(derived from the official update rules, see the method docstrings), accumulating in float64.
+(derived from the official update rules, see the method docstrings), accumulating in float64 on the
+activations' device (results are returned on the CPU).
 """
 
 from __future__ import annotations
@@ -28,16 +29,19 @@ class InputStats:
 
     def __init__(self, channels: int) -> None:
         self.count = 0
-        self._sum_means = torch.zeros(channels, dtype=torch.float64)
-        self._fluct = torch.zeros(channels, dtype=torch.float64)
-        self._sq_norm = torch.zeros(channels, dtype=torch.float64)
+        self._channels = channels
+        self._sum_means = self._fluct = self._sq_norm = torch.zeros(channels, dtype=torch.float64)
 
     def update(self, x: torch.Tensor) -> None:
         """Add a batch ``x`` of shape ``[B, T, C]`` (B samples of T tokens), in sample order."""
-        x = x.detach().to("cpu", torch.float64)
+        x = x.detach().to(torch.float64)
+        if self.count == 0:
+            self._sum_means, self._fluct, self._sq_norm = (
+                torch.zeros(self._channels, dtype=torch.float64, device=x.device) for _ in range(3)
+            )
         batch = x.shape[0]
         means = x.mean(dim=1)
-        index = torch.arange(self.count + 1, self.count + batch + 1, dtype=torch.float64)
+        index = torch.arange(self.count + 1, self.count + batch + 1, dtype=torch.float64, device=x.device)
         running = (self._sum_means + means.cumsum(dim=0)) / index[:, None]
         deviation = (x - running[:, None, :]).pow(2).sum(dim=1)
         self._fluct += (((index - 1) / index)[:, None] * deviation).sum(dim=0)
@@ -46,13 +50,13 @@ class InputStats:
         self.count += batch
 
     def mean(self) -> torch.Tensor:
-        return self._sum_means / self.count
+        return self._sum_means.cpu() / self.count
 
     def fluctuation(self) -> torch.Tensor:
-        return self._fluct / (self.count - 1)
+        return self._fluct.cpu() / (self.count - 1)
 
     def mean_sq_norm(self) -> torch.Tensor:
-        return self._sq_norm / self.count
+        return self._sq_norm.cpu() / self.count
 
 
 def attach(module: nn.Linear, stats: InputStats) -> torch.utils.hooks.RemovableHandle:
