@@ -6,12 +6,14 @@ import argparse
 import sys
 from types import ModuleType
 
+import transformers
+
 from prunebench import __version__
-from prunebench.commands import apply, eval_ppl, info, methods, prune, score
+from prunebench.commands import apply, eval_latency, eval_ppl, eval_zeroshot, info, methods, prune, recover, score
 from prunebench.errors import PrunebenchError
 
 # Each module has NAME, HELP, optional GROUP ("eval"), add_arguments(parser) and run(args) -> int.
-COMMANDS: list[ModuleType] = [info, methods, score, prune, apply, eval_ppl]
+COMMANDS: list[ModuleType] = [info, methods, score, prune, apply, recover, eval_ppl, eval_zeroshot, eval_latency]
 
 GROUPS = {"eval": "evaluate a model (perplexity, zero-shot accuracy, latency)"}
 
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()
     try:
         return args.handler(args)
     except PrunebenchError as exc:

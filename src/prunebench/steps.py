@@ -17,7 +17,8 @@ from prunebench.data import calibration_samples, load_samples, load_text, save_s
 from prunebench.errors import PrunebenchError
 from prunebench.io import atomic_directory
 from prunebench.methods import Scores, get_method
-from prunebench.models import apply_plan, load_pretrained, save_pretrained
+from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pretrained
+from prunebench.models.checkpoint import load_skeleton
 from prunebench.models.counting import decoder_params, total_params
 from prunebench.plan import PruningPlan
 
@@ -156,5 +157,6 @@ def apply_plan_file(
 ) -> PruningPlan:
     """Apply a plan file (from any source, e.g. a method run as a Snakemake rule) to its base model."""
     plan = PruningPlan.load(plan_path)
+    plan.validate(get_adapter(load_skeleton(model_path)))
     model, tokenizer = load_pretrained(model_path, dtype=dtype)
     return write_pruned(model, tokenizer, plan, out_dir)

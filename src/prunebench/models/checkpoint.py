@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from prunebench.errors import PrunebenchError
 from prunebench.io import atomic_directory
@@ -84,15 +84,8 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
-def load_pretrained(
-    name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
-    """Load a dense or pruned causal LM and its tokenizer (``None`` when the directory has none).
-
-    Local directories are checked first: a missing path, a config of an unsupported family or
-    tensors that disagree with the config are ``PrunebenchError``s. A name of the form
-    ``owner/model`` that is not a local path is taken as a Hugging Face Hub id.
-    """
+def _model_class(name_or_path: str | os.PathLike) -> type:
+    """The class that loads ``name_or_path``; a bad local path or unsupported family is an error."""
     path = Path(name_or_path)
     if path.exists():
         if not path.is_dir():
@@ -103,11 +96,36 @@ def load_pretrained(
             raise PrunebenchError(
                 f"{path}: model type {family!r} is not supported; supported families: {', '.join(SUPPORTED_FAMILIES)}"
             )
-        model_class = PRUNED_CLASSES[family] if LAYER_SPEC_KEY in config else AutoModelForCausalLM
-    elif _looks_like_hub_id(str(name_or_path)):
-        model_class = AutoModelForCausalLM
-    else:
-        raise PrunebenchError(f"model not found: {name_or_path} (neither a local directory nor a Hub id)")
+        return PRUNED_CLASSES[family] if LAYER_SPEC_KEY in config else AutoModelForCausalLM
+    if _looks_like_hub_id(str(name_or_path)):
+        return AutoModelForCausalLM
+    raise PrunebenchError(f"model not found: {name_or_path} (neither a local directory nor a Hub id)")
+
+
+def load_skeleton(name_or_path: str | os.PathLike) -> nn.Module:
+    """The model's modules on the meta device (shapes only, no weights): cheap checks before loading."""
+    model_class = _model_class(name_or_path)
+    config = AutoConfig.from_pretrained(str(name_or_path))
+    with torch.device("meta"):
+        if model_class is AutoModelForCausalLM:
+            model = AutoModelForCausalLM.from_config(config)
+        else:
+            model = model_class(config)
+    get_adapter(model)
+    return model
+
+
+def load_pretrained(
+    name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
+    """Load a dense or pruned causal LM and its tokenizer (``None`` when the directory has none).
+
+    Local directories are checked first: a missing path, a config of an unsupported family or
+    tensors that disagree with the config are ``PrunebenchError``s. A name of the form
+    ``owner/model`` that is not a local path is taken as a Hugging Face Hub id.
+    """
+    model_class = _model_class(name_or_path)
+    path = Path(name_or_path)
     try:
         model = model_class.from_pretrained(str(name_or_path), dtype=dtype)
     except (RuntimeError, ValueError, OSError) as exc:

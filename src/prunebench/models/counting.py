@@ -12,21 +12,14 @@ if TYPE_CHECKING:
     from prunebench.plan import PruningPlan
 
 
-def _unique_numel(params: list[nn.Parameter]) -> int:
-    seen: dict[int, int] = {}
-    for p in params:
-        seen[p.data_ptr()] = p.numel()
-    return sum(seen.values())
-
-
 def decoder_params(model: nn.Module) -> int:
     """Parameters inside the decoder layers (norms and any compensation biases included)."""
-    return _unique_numel(list(get_adapter(model).layers.parameters()))
+    return sum(p.numel() for p in get_adapter(model).layers.parameters())
 
 
 def total_params(model: nn.Module) -> int:
-    """All parameters, tied embeddings counted once."""
-    return _unique_numel(list(model.parameters()))
+    """All parameters, tied embeddings counted once (``parameters()`` yields a shared tensor once)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def achieved_ratios(pruned: nn.Module, base: nn.Module) -> dict[str, float]:

@@ -1,0 +1,1 @@
+"""Tidy tables, plots and the HTML report of a study."""

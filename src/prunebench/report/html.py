@@ -1,0 +1,121 @@
+"""The self-contained HTML report: summary table, plots embedded, protocol and provenance."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+import yaml
+
+import prunebench
+from prunebench.io import atomic_write_text
+from prunebench.report.plots import CAPTIONS
+
+SUMMARY_LABELS = {
+    "method_label": "method",
+    "target_ratio": "target",
+    "achieved_decoder_ratio": "achieved (decoder)",
+    "achieved_total_ratio": "achieved (total)",
+    "total_params": "params",
+}
+
+
+def _versions() -> dict[str, str]:
+    import lm_eval
+    import peft
+    import snakemake
+    import torch
+    import transformers
+
+    return {
+        "prunebench": prunebench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "lm_eval": lm_eval.__version__,
+        "snakemake": snakemake.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _method_descriptions(config: dict[str, Any]) -> list[dict[str, str]]:
+    from prunebench.methods import available_methods
+
+    registered = available_methods()
+    out = []
+    for name, spec in config["methods"].items():
+        if name in registered:
+            doc = inspect.getdoc(registered[name]) or ""
+            paragraphs = doc.split("\n\n")
+            text = " ".join(p.replace("\n", " ") for p in paragraphs[:2])
+        else:
+            text = f"Run as a rule (workflow/rules/methods/{name}.smk), applied through its plan.json."
+        out.append({"name": spec.get("label", name), "text": text})
+    return out
+
+
+def _summary_html(summary: pd.DataFrame) -> str:
+    table = summary.drop(columns=["model", "method"] if summary["model"].nunique() == 1 else ["method"])
+    table = table.rename(columns=SUMMARY_LABELS)
+    if "params" in table:
+        table["params"] = table["params"].map(lambda v: f"{v / 1e6:.2f} M" if pd.notna(v) else "")
+    return table.to_html(
+        index=False, float_format=lambda v: f"{v:.3f}", na_rep="", classes="summary", border=0
+    )
+
+
+def render_report(
+    config: dict[str, Any],
+    summary_csv: str,
+    plots_dir: str,
+    template: str,
+    out: str,
+    device: str | None = None,
+) -> None:
+    """Render ``template`` (Jinja2) with everything the reader needs, images inlined, and write ``out``."""
+    summary = pd.read_csv(summary_csv)
+    plots = []
+    for name, caption in CAPTIONS.items():
+        png = Path(plots_dir) / f"{name}.png"
+        if png.is_file():
+            plots.append(
+                {"name": name, "caption": caption, "data": base64.b64encode(png.read_bytes()).decode()}
+            )
+    env = jinja2.Environment(
+        autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined
+    )
+    html = env.from_string(Path(template).read_text()).render(
+        study=config["study"],
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        summary_table=_summary_html(summary),
+        plots=plots,
+        methods=_method_descriptions(config),
+        config_yaml=yaml.safe_dump(config, sort_keys=False),
+        versions=_versions(),
+        commit=_git_commit(),
+        seed=config["seed"],
+        devices=sorted({spec["device"] for spec in config["models"].values()}),
+        ratios=config["ratios"],
+        recoveries=list(config["recovery"]),
+        evaluation=config["evaluation"],
+        calibration=config["calibration"],
+    )
+    atomic_write_text(out, html)

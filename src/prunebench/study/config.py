@@ -1,0 +1,90 @@
+"""Validate a study config against workflow/schemas/config.schema.yaml and fill in its defaults."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from prunebench.errors import PrunebenchError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that fills in ``default`` values of properties as it validates (jsonschema FAQ)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Iterator[Any]:
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = "config." + ".".join(str(p) for p in error.absolute_path) if error.absolute_path else "config"
+    allowed = ""
+    if error.validator == "additionalProperties":
+        allowed = f" (allowed keys: {', '.join(sorted(error.schema.get('properties', {})))})"
+    elif error.validator == "enum":
+        allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
+    elif "description" in error.schema:
+        allowed = f" ({error.schema['description'].strip()})"
+    return f"{where}: {error.message}{allowed}"
+
+
+def _normalise(config: dict[str, Any]) -> None:
+    """Empty entries (``lora:`` with nothing after it) become ``{}`` so defaults can be filled."""
+    for section in ("methods", "recovery"):
+        for key, value in list(config.get(section, {}).items()):
+            if value is None:
+                config[section][key] = {}
+
+
+def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A validated copy of ``config`` with defaults filled in; the first error names the key's path."""
+    config = copy.deepcopy(config)
+    _normalise(config)
+    validator = _with_defaults(jsonschema.Draft7Validator)(schema or load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise PrunebenchError("invalid config: " + "; ".join(_describe(e) for e in errors[:3]))
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict[str, Any]) -> None:
+    """What a schema cannot say: methods exist, rule modules exist, local models exist."""
+    from prunebench.methods import available_methods
+
+    registered = available_methods()
+    rule_dir = SCHEMA_PATH.parents[1] / "rules" / "methods"
+    for name, spec in config["methods"].items():
+        if spec.get("kind", "library") == "library":
+            if name not in registered:
+                raise PrunebenchError(
+                    f"config.methods.{name}: unknown method (registered: {', '.join(registered)}; "
+                    f"or set kind: rule and add workflow/rules/methods/{name}.smk)"
+                )
+            registered[name].Config.from_params(spec.get("params"))
+        elif not (rule_dir / f"{name}.smk").is_file():
+            raise PrunebenchError(f"config.methods.{name}: kind rule needs workflow/rules/methods/{name}.smk")
+    for name, spec in config["models"].items():
+        path = spec["path"]
+        is_hub_id = path.count("/") == 1 and not path.startswith((".", "/")) and not Path(path).exists()
+        if not is_hub_id and not Path(path).is_dir():
+            raise PrunebenchError(f"config.models.{name}.path: model directory {path!r} does not exist")
+    if len(set(config["ratios"])) != len(config["ratios"]):
+        raise PrunebenchError("config.ratios: ratios must be unique")

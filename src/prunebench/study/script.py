@@ -1,0 +1,31 @@
+"""Support for the workflow's thin scripts: logging into the rule's log file, clear failures."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from prunebench.errors import PrunebenchError
+
+
+@contextlib.contextmanager
+def logged(snakemake: Any) -> Iterator[None]:
+    """Send the job's stdout and stderr to its log; a ``PrunebenchError`` ends it with one clear line."""
+    with open(snakemake.log[0], "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            yield
+        except PrunebenchError as exc:
+            print(f"prunebench: error: {exc}", file=log)
+            log.flush()
+            print(f"prunebench: error in rule {snakemake.rule}: {exc}", file=sys.__stderr__)
+            sys.exit(1)
+
+
+def params_argv(params: dict[str, Any]) -> list[str]:
+    """``--param key=value`` flags for a method's options from the config."""
+    argv = []
+    for key, value in params.items():
+        argv += ["--param", f"{key}={value}"]
+    return argv

@@ -1,0 +1,127 @@
+# Everything that is not a rule: config validation, the grid, wildcard constraints, input functions.
+import re
+from pathlib import Path
+
+from prunebench.study import validate_config, variants
+from prunebench.study.grid import DENSE, ratio_tag
+
+config.update(validate_config(config))
+
+MODELS = list(config["models"])
+METHODS = list(config["methods"])
+LIBRARY_METHODS = [m for m, s in config["methods"].items() if s["kind"] == "library"]
+RULE_METHODS = [m for m, s in config["methods"].items() if s["kind"] == "rule"]
+RECOVERIES = list(config["recovery"])
+RATIOS = [ratio_tag(r) for r in config["ratios"]]
+EVAL = config["evaluation"]
+VARIANTS = variants(config)
+LOGS = "results/logs"
+VARIANT_LABELS = {"model": "{model}", "method": "{method}", "ratio": "{ratio}", "recovery": "{recovery}"}
+BENCH = "results/benchmarks"
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+wildcard_constraints:
+    model=_alternatives(MODELS),
+    method=_alternatives(METHODS + [DENSE]),
+    library_method=_alternatives(LIBRARY_METHODS),
+    rule_method=_alternatives(RULE_METHODS),
+    ratio=r"\d\.\d\d",
+    recovery=_alternatives(RECOVERIES),
+    trained=_alternatives([r for r in RECOVERIES if r != "none"]),
+    dataset=_alternatives(EVAL["ppl"]["datasets"]),
+    seqlen=r"\d+",
+
+
+def rule_method_modules():
+    """Rule modules of methods declared with kind: rule (workflow/rules/methods/<name>.smk)."""
+    return [f"workflow/rules/methods/{name}.smk" for name in RULE_METHODS]
+
+
+def model_spec(wildcards):
+    return config["models"][wildcards.model]
+
+
+def base_model(wildcards):
+    """The base model's path or Hub id (a parameter: a Hub id is no file for Snakemake to track)."""
+    return config["models"][wildcards.model]["path"]
+
+
+def base_model_files(wildcards):
+    """The base model as a tracked input when it is a local directory, else nothing."""
+    path = base_model(wildcards)
+    return [path] if Path(path).exists() else []
+
+
+def variant_model(wildcards):
+    """The checkpoint a variant evaluates: the base model itself for the dense row."""
+    if wildcards.method == DENSE:
+        return base_model(wildcards)
+    return f"results/{wildcards.model}/{wildcards.method}/r{wildcards.ratio}/{wildcards.recovery}/model"
+
+
+def variant_model_files(wildcards):
+    return base_model_files(wildcards) if wildcards.method == DENSE else [variant_model(wildcards)]
+
+
+def gpu_count(wildcards):
+    return 1 if model_spec(wildcards)["device"].startswith("cuda") else 0
+
+
+def shared_calibration(wildcards):
+    if config["calibration"]["mode"] == "shared":
+        return f"results/{wildcards.model}/calibration/shared.safetensors"
+    return []
+
+
+def library_method_params(wildcards):
+    return config["methods"][wildcards.library_method].get("params", {})
+
+
+def rule_method_params(wildcards):
+    return config["methods"][wildcards.rule_method].get("params", {})
+
+
+def recovery_spec(wildcards):
+    return config["recovery"][wildcards.trained]
+
+
+def recovery_scores(wildcards):
+    """cfsp_lora reuses CFSP's coarse layer importances when CFSP pruned the model."""
+    if wildcards.trained == "cfsp_lora" and wildcards.method == "cfsp":
+        return f"results/{wildcards.model}/cfsp/scores"
+    return []
+
+
+def eval_outputs(variant):
+    out = [
+        f"{variant.directory}/eval/ppl_{dataset}_{seqlen}.json"
+        for dataset in EVAL["ppl"]["datasets"]
+        for seqlen in EVAL["ppl"]["seqlens"]
+    ]
+    if EVAL["zeroshot"]["tasks"]:
+        out.append(f"{variant.directory}/eval/zeroshot.json")
+    # Recovery changes weights, not shapes (LoRA is merged): latency is measured once per pruned shape.
+    if EVAL["latency"]["enabled"] and variant.recovery == "none":
+        out.append(f"{variant.directory}/eval/latency.json")
+    return out
+
+
+def all_eval_outputs():
+    return [path for variant in VARIANTS for path in eval_outputs(variant)]
+
+
+def all_plans():
+    return [
+        f"results/{model}/{method}/r{ratio}/none/model/plan.json"
+        for model in MODELS
+        for method in METHODS
+        for ratio in RATIOS
+    ]
+
+
+def final_outputs():
+    return ["results/tables/results.csv", "results/tables/summary.csv", "results/report/index.html"]

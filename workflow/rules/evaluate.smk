@@ -1,0 +1,84 @@
+rule eval_ppl:
+    """Perplexity on one data set at one window length."""
+    input:
+        model=variant_model_files,
+    output:
+        report(
+            "results/{model}/{method}/r{ratio}/{recovery}/eval/ppl_{dataset}_{seqlen}.json",
+            caption="../../report/eval_ppl.rst",
+            category="Perplexity",
+            labels=VARIANT_LABELS,
+        ),
+    log:
+        f"{LOGS}/eval_ppl/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/{{dataset}}_{{seqlen}}.log",
+    params:
+        model=variant_model,
+        ppl=EVAL["ppl"],
+        spec=model_spec,
+    threads: 1
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../../envs/prunebench.yaml"
+    script:
+        "../scripts/eval_ppl.py"
+
+
+rule eval_zeroshot:
+    """Zero-shot accuracy through lm-eval (acc and acc_norm), lm-eval's full results kept."""
+    input:
+        model=variant_model_files,
+    output:
+        report(
+            "results/{model}/{method}/r{ratio}/{recovery}/eval/zeroshot.json",
+            caption="../../report/eval_zeroshot.rst",
+            category="Zero-shot accuracy",
+            labels=VARIANT_LABELS,
+        ),
+    log:
+        f"{LOGS}/eval_zeroshot/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
+    params:
+        model=variant_model,
+        zeroshot=EVAL["zeroshot"],
+        spec=model_spec,
+        seed=config["seed"],
+    threads: 1
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../../envs/prunebench.yaml"
+    script:
+        "../scripts/eval_zeroshot.py"
+
+
+rule eval_latency:
+    """Measured prefill and decode latency, side by side with the dense model in the same process.
+
+    It asks for more threads than any machine has; Snakemake scales that down to --cores, so the job
+    runs alone and nothing disturbs the timings (on a GPU: gpu=1, run with --resources gpu=1 so that
+    no other GPU job shares the device; the Slurm profile sets its own thread count).
+    """
+    input:
+        model=variant_model_files,
+        base=base_model_files,
+    output:
+        report(
+            "results/{model}/{method}/r{ratio}/{recovery}/eval/latency.json",
+            caption="../../report/eval_latency.rst",
+            category="Latency",
+            labels=VARIANT_LABELS,
+        ),
+    log:
+        f"{LOGS}/eval_latency/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
+    params:
+        base=base_model,
+        model=variant_model,
+        latency=EVAL["latency"],
+        spec=model_spec,
+    threads: 1024
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../../envs/prunebench.yaml"
+    script:
+        "../scripts/eval_latency.py"

@@ -1,0 +1,22 @@
+rule recover:
+    """Recover a pruned model under the study's budget (identical for every method); LoRA is merged."""
+    input:
+        model="results/{model}/{method}/r{ratio}/none/model",
+        scores=recovery_scores,
+    output:
+        directory("results/{model}/{method}/r{ratio}/{trained}/model"),
+    log:
+        f"{LOGS}/recover/{{model}}/{{method}}/r{{ratio}}/{{trained}}.log",
+    benchmark:
+        f"{BENCH}/recover/{{model}}/{{method}}/r{{ratio}}/{{trained}}.tsv"
+    params:
+        recovery=recovery_spec,
+        spec=model_spec,
+        seed=config["seed"],
+    threads: 2
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../../envs/prunebench.yaml"
+    script:
+        "../scripts/recover.py"

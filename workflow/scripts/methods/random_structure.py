@@ -1,0 +1,62 @@
+"""Random-structure baseline, written as an outside method would be: only the plan format, no prunebench.
+
+Reads the base model's config.json, removes the same number of KV groups and MLP channels from every
+layer (chosen at random with a seed) so that the removed decoder parameters come closest to the
+target ratio, and writes plan.json (docs/plan-format.md).
+"""
+
+import json
+import random
+import sys
+from pathlib import Path
+
+
+def layer_costs(cfg: dict) -> tuple[int, int, int]:
+    """Decoder parameters per layer, per KV group and per MLP channel (no biases, as in Llama)."""
+    hidden, heads, kv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    head_dim = cfg.get("head_dim") or hidden // heads
+    group = heads // kv
+    per_group = 2 * group * head_dim * hidden + 2 * head_dim * hidden
+    per_channel = 3 * hidden
+    per_layer = kv * per_group + cfg["intermediate_size"] * per_channel + 2 * hidden
+    return per_layer, per_group, per_channel
+
+
+def plan_for(cfg: dict, ratio: float, seed: int, base_model: str) -> dict:
+    per_layer, per_group, per_channel = layer_costs(cfg)
+    kv, channels, layers = cfg["num_key_value_heads"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    drop_groups = min(kv - 1, round(kv * ratio))
+    budget = ratio * per_layer - drop_groups * per_group
+    drop_channels = min(channels - 1, max(0, round(budget / per_channel)))
+    rng = random.Random(seed)
+    plan_layers = {}
+    for layer in range(layers):
+        plan_layers[str(layer)] = {
+            "kv_heads": sorted(rng.sample(range(kv), kv - drop_groups)),
+            "mlp_channels": sorted(rng.sample(range(channels), channels - drop_channels)),
+        }
+    return {
+        "format": "prunebench-plan/1",
+        "base_model": base_model,
+        "method": "random-structure",
+        "params": {"seed": seed},
+        "target_ratio": ratio,
+        "layers": plan_layers,
+    }
+
+
+def main(model_dir: str, ratio: float, seed: int, out: str, log: str) -> None:
+    with open(log, "w") as log_file:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        plan = plan_for(cfg, ratio, seed, model_dir)
+        tmp = Path(out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(plan, indent=2))
+        tmp.replace(out)
+        print(f"wrote {out}", file=log_file)
+
+
+if __name__ == "__main__" and "snakemake" not in globals():
+    main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], "/dev/null")
+else:
+    sm = snakemake  # noqa: F821 (the snakemake object is injected by Snakemake)
+    main(sm.params.model, float(sm.wildcards.ratio), int(sm.params.seed), sm.output[0], sm.log[0])

@@ -1,0 +1,20 @@
+"""Score a model with a method, once for every ratio (rule score)."""
+
+from prunebench.cli import main
+from prunebench.study.script import logged, params_argv
+
+with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+    sm = snakemake  # noqa: F821
+    argv = [
+        "score",
+        "--model",
+        sm.params.model,
+        "--method",
+        sm.wildcards.library_method,
+        "--out",
+        sm.output[0],
+    ]
+    argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
+    if sm.input.samples:
+        argv += ["--samples", sm.input.samples]
+    raise SystemExit(main(argv + params_argv(sm.params.method_params)))
