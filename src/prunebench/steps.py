@@ -1,13 +1,12 @@
 """The study's pruning steps as library calls, shared by the CLI and the Snakemake scripts.
 
 Every step checks its inputs before any expensive work, writes its outputs atomically and records
-its wall time.
+its wall time and peak memory.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 
 from prunebench.data import calibration_samples, load_samples, load_text, save_samples
 from prunebench.errors import PrunebenchError
+from prunebench.evaluation.cost import measure_cost
 from prunebench.io import atomic_directory
 from prunebench.methods import Scores, get_method
 from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pretrained
@@ -62,15 +62,15 @@ def score_model(
             raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
         source = calib or config.calib_dataset
         samples = make_calibration(tokenizer, source, config.nsamples, config.seqlen, config.seed)
-    start = time.perf_counter()
-    scores = method.score(model, samples.to(device), config)
+    with measure_cost("score", device=device) as cost:
+        scores = method.score(model, samples.to(device), config)
     scores.meta.update(
         {
             "method": method_name,
             "params": config.to_dict(),
             "model": model_path,
             "calibration": {"source": source, "shape": list(samples.shape)},
-            "cost": {"score_seconds": time.perf_counter() - start},
+            "cost": cost,
         }
     )
     with atomic_directory(out_dir) as tmp:
@@ -122,13 +122,10 @@ def prune_model(
             tokenizer, calib or config.calib_dataset, config.nsamples, config.seqlen, config.seed
         )
         scores = method.score(model, samples.to(device), config)
-    start = time.perf_counter()
-    plan = method.select(scores, model, ratio, config)
-    select_seconds = time.perf_counter() - start
+    with measure_cost("select", device=device) as cost:
+        plan = method.select(scores, model, ratio, config)
     plan.base_model = model_path
-    return write_pruned(
-        model, tokenizer, plan, out_dir, extra_notes={"cost": {"select_seconds": select_seconds}}
-    )
+    return write_pruned(model, tokenizer, plan, out_dir, extra_notes={"cost": {"select": cost}})
 
 
 def write_pruned(
@@ -140,11 +137,11 @@ def write_pruned(
 ) -> PruningPlan:
     """Apply ``plan`` to the dense ``model``, fill in the achieved ratios and save the checkpoint."""
     before = _param_counts(model)
-    start = time.perf_counter()
-    apply_plan(model, plan)
+    with measure_cost("apply") as cost:
+        apply_plan(model, plan)
     plan.achieved = _achieved(_param_counts(model), before)
     plan.notes.update(extra_notes or {})
-    plan.notes.setdefault("cost", {})["apply_seconds"] = time.perf_counter() - start
+    plan.notes.setdefault("cost", {})["apply"] = cost
     save_pretrained(model, out_dir, tokenizer=tokenizer, plan=plan)
     return plan
 
