@@ -1,0 +1,229 @@
+"""Wanda-sp, the structured Wanda baseline as coded in FLAP's repository (``prune_wanda_sp``).
+
+1. Calibration: C4 (``en/c4-train.00000-of-01024``), 128 windows of 128 tokens, seed 0. (The
+   official loop also forwards all-zero buffer rows up to ``--nsamples``; they add nothing to the
+   statistics, so we forward only the real samples.)
+2. Sequential, layer by layer: the inputs of layer ``i`` are the outputs of the already *pruned*
+   layers ``0..i−1``. Layer ``i`` is first run dense with hooks on the inputs of ``o_proj`` and
+   ``down_proj`` (``WrappedGPT.add_batch``: ``ρ_j = (1/N) Σ_n Σ_t x²``), then pruned, then run again
+   to produce the next layer's inputs.
+3. Score of input channel ``j``: ``mean_i |W_ij| · sqrt(ρ_j)``; a head's score is the sum over its
+   channels.
+4. Uniform: ``floor(r·H)`` heads and ``floor(r·m)`` channels removed in every layer, keeping
+   "score ≥ τ" with ``τ`` the sorted value at that index; no bias compensation.
+
+Because of step 2 the statistics of every layer after the first depend on the ratio. ``score()``
+therefore only fixes and stores the calibration tokens; ``select()`` runs the whole sequential pass
+(one dense and one pruned forward of every layer over the calibration set) for each ratio. This is
+the faithful algorithm; ``select()`` is not cheap for this method.
+
+Extensions (also in ``plan.notes["extensions"]``): **GQA** — heads are pruned by KV group (one KV
+head with its query heads), a group's score is the sum over its ``g·hd`` o_proj channels, and the
+native count is ``floor(r·H_kv)`` groups; **decoder budget** (default) — the per-layer counts come from
+:func:`~prunebench.methods.width_budget.uniform_keep_counts` so the decoder-parameter ratio matches the
+study ratio; ``budget=native`` uses the ratio as Wanda-sp's own ``--pruning_ratio`` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunebench.errors import PrunebenchError
+from prunebench.methods import Method, MethodConfig, Scores, register
+from prunebench.methods.channel_stats import InputStats, attach, group_channels
+from prunebench.methods.flap import keep_uniform, layer_plans
+from prunebench.methods.width_budget import uniform_keep_counts
+from prunebench.models import get_adapter
+from prunebench.models.adapter import ModelAdapter
+from prunebench.models.counting import plan_decoder_ratio
+from prunebench.plan import PruningPlan
+
+EXTENSIONS = [
+    "GQA: heads pruned by KV group, group score = sum over its o_proj channels",
+    "any head_dim / layer count / existing biases",
+]
+
+
+@dataclass(frozen=True)
+class WandaSpConfig(MethodConfig):
+    """Wanda-sp's defaults in FLAP's repository (``prune_wanda_sp``)."""
+
+    calib_dataset: str = "c4"
+    nsamples: int = 128
+    seqlen: int = 128
+    seed: int = 0
+    budget: str = "decoder"
+    batch_size: int = 8
+
+    def check(self) -> None:
+        super().check()
+        if self.budget not in ("decoder", "native"):
+            raise PrunebenchError(f"wanda-sp: budget must be decoder or native, got {self.budget!r}")
+        if self.batch_size < 1:
+            raise PrunebenchError(f"wanda-sp: batch_size must be at least 1, got {self.batch_size}")
+
+
+def wanda_scores(stats: InputStats, weight: torch.Tensor) -> torch.Tensor:
+    """``mean_i |W_ij| · sqrt(ρ_j)`` for every input channel ``j``."""
+    w = weight.detach().to("cpu", torch.float64)
+    return (w.abs() * stats.mean_sq_norm().sqrt()[None, :]).mean(dim=0)
+
+
+class _Captured(Exception):
+    """Stops the forward pass once the first decoder layer's inputs are captured."""
+
+
+def first_layer_inputs(
+    model: nn.Module, calibration: torch.Tensor, batch_size: int
+) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+    """Hidden states and keyword arguments (mask, positions, rotary embeddings) given to layer 0, per batch."""
+    adapter = get_adapter(model)
+    captured: list[tuple[torch.Tensor, dict[str, Any]]] = []
+
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.append((hidden, kwargs))
+        raise _Captured
+
+    handle = adapter.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for batch in calibration.split(batch_size):
+                with contextlib.suppress(_Captured):
+                    model.model(input_ids=batch.to(device), use_cache=False)
+    finally:
+        handle.remove()
+    return captured
+
+
+def _run(layer: nn.Module, inputs: list[tuple[torch.Tensor, dict[str, Any]]]) -> list[torch.Tensor]:
+    outputs = []
+    with torch.no_grad():
+        for hidden, kwargs in inputs:
+            out = layer(hidden, **kwargs)
+            outputs.append(out[0] if isinstance(out, tuple) else out)
+    return outputs
+
+
+def _masked_copy(layer: nn.Module, attn_cols: torch.Tensor, mlp_cols: torch.Tensor) -> nn.Module:
+    """A copy of ``layer`` whose removed o_proj / down_proj input columns are zero (same output as slicing)."""
+    pruned = copy.deepcopy(layer)
+    with torch.no_grad():
+        pruned.self_attn.o_proj.weight[:, ~attn_cols] = 0
+        pruned.mlp.down_proj.weight[:, ~mlp_cols] = 0
+    return pruned
+
+
+@register("wanda-sp")
+class WandaSp(Method):
+    """Wanda-sp (FLAP repo baseline): |W|·‖X‖ channel scores, uniform per layer, sequential, no compensation.
+
+    See the module docstring for the mapping to the official code and why ``select()`` is expensive.
+    """
+
+    Config = WandaSpConfig
+    families = ("llama", "mistral", "qwen2")
+
+    def score(self, model: nn.Module, calibration: torch.Tensor, config: WandaSpConfig) -> Scores:
+        """Check the inputs and store the calibration tokens (the only ratio-independent part)."""
+        adapter = get_adapter(model)
+        if not adapter.is_dense():
+            raise PrunebenchError("wanda-sp scores a dense model, but this model is already pruned")
+        if calibration.dim() != 2 or calibration.dtype != torch.long or calibration.shape[0] < 1:
+            raise PrunebenchError(
+                f"wanda-sp: calibration must be a non-empty [nsamples, seqlen] LongTensor, got {tuple(calibration.shape)}"
+            )
+        return Scores(
+            tensors={"input_ids": calibration.detach().cpu().contiguous()},
+            meta={
+                "method": "wanda-sp",
+                "nsamples": int(calibration.shape[0]),
+                "seqlen": int(calibration.shape[1]),
+            },
+        )
+
+    def check_ratio(self, model: nn.Module, target_ratio: float, config: WandaSpConfig) -> None:
+        """A ratio must lie in [0, 1) and be realisable with uniform per-layer counts."""
+        super().check_ratio(model, target_ratio, config)
+        if config.budget == "decoder":
+            uniform_keep_counts(get_adapter(model), target_ratio)
+
+    def select(
+        self, scores: Scores, model: nn.Module, target_ratio: float, config: WandaSpConfig
+    ) -> PruningPlan:
+        """The sequential pass: score, prune (by masking a copy) and re-run each layer in turn."""
+        self.check_ratio(model, target_ratio, config)
+        adapter = get_adapter(model)
+        if scores.meta.get("method") != "wanda-sp" or "input_ids" not in scores.tensors:
+            raise PrunebenchError(f"these scores were made by {scores.meta.get('method')!r}, not by wanda-sp")
+        if not adapter.is_dense():
+            raise PrunebenchError("wanda-sp prunes a dense model, but this model is already pruned")
+        notes: dict[str, Any] = {
+            "extensions": list(EXTENSIONS),
+            "target_ratio": target_ratio,
+            "budget": config.budget,
+            "native_pruning_ratio": target_ratio if config.budget == "native" else None,
+        }
+        if config.budget == "native":
+            remove_heads = int(target_ratio * adapter.num_kv_heads)
+            remove_channels = int(adapter.intermediate_size * target_ratio)
+        else:
+            kv_keep, ch_keep = uniform_keep_counts(adapter, target_ratio)
+            remove_heads, remove_channels = (
+                adapter.num_kv_heads - kv_keep,
+                adapter.intermediate_size - ch_keep,
+            )
+        notes.update(removed_kv_groups_per_layer=remove_heads, removed_channels_per_layer=remove_channels)
+        attn_keep, mlp_keep = self._sequential(
+            adapter, scores.tensors["input_ids"], remove_heads, remove_channels, config
+        )
+        plan = PruningPlan(
+            base_model=str(getattr(adapter.config, "_name_or_path", "") or "model"),
+            method="wanda-sp",
+            params=config.to_dict(),
+            target_ratio=target_ratio,
+            layers=layer_plans(attn_keep, mlp_keep),
+            notes=notes,
+        )
+        notes["achieved_decoder_ratio"] = plan_decoder_ratio(adapter, plan)
+        return plan
+
+    def _sequential(
+        self,
+        adapter: ModelAdapter,
+        input_ids: torch.Tensor,
+        remove_heads: int,
+        remove_channels: int,
+        config: WandaSpConfig,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        width = adapter.group_size * adapter.head_dim
+        attn_keep, mlp_keep = [], []
+        if remove_heads == 0 and remove_channels == 0:
+            full = torch.ones(adapter.num_layers, adapter.num_kv_heads, dtype=torch.bool)
+            return full, torch.ones(adapter.num_layers, adapter.intermediate_size, dtype=torch.bool)
+        inputs = first_layer_inputs(adapter.model, input_ids, config.batch_size)
+        for i in range(adapter.num_layers):
+            layer = adapter.layers[i]
+            o_proj, down_proj = adapter.attention(i).o_proj, adapter.mlp(i).down_proj
+            attn_stats, mlp_stats = InputStats(o_proj.in_features), InputStats(down_proj.in_features)
+            handles = [attach(o_proj, attn_stats), attach(down_proj, mlp_stats)]
+            try:
+                _run(layer, inputs)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            heads = group_channels(wanda_scores(attn_stats, o_proj.weight), width).sum(dim=-1)
+            attn_keep.append(keep_uniform(heads[None], remove_heads)[0])
+            mlp_keep.append(keep_uniform(wanda_scores(mlp_stats, down_proj.weight)[None], remove_channels)[0])
+            pruned = _masked_copy(layer, attn_keep[-1].repeat_interleave(width), mlp_keep[-1])
+            outputs = _run(pruned, inputs)
+            inputs = [(out, kwargs) for out, (_, kwargs) in zip(outputs, inputs, strict=True)]
+        return torch.stack(attn_keep), torch.stack(mlp_keep)
