@@ -9,11 +9,11 @@ from types import ModuleType
 import transformers
 
 from prunebench import __version__
-from prunebench.commands import apply, eval_latency, eval_ppl, eval_zeroshot, info, methods, prune, score
+from prunebench.commands import apply, eval_latency, eval_ppl, eval_zeroshot, info, methods, prune, recover, score
 from prunebench.errors import PrunebenchError
 
 # Each module has NAME, HELP, optional GROUP ("eval"), add_arguments(parser) and run(args) -> int.
-COMMANDS: list[ModuleType] = [info, methods, score, prune, apply, eval_ppl, eval_zeroshot, eval_latency]
+COMMANDS: list[ModuleType] = [info, methods, score, prune, apply, recover, eval_ppl, eval_zeroshot, eval_latency]
 
 GROUPS = {"eval": "evaluate a model (perplexity, zero-shot accuracy, latency)"}
 

@@ -1,0 +1,165 @@
+"""Shared pieces of the one-shot whole-block rankings (Shortened-LLaMA, ShortGPT).
+
+Each of these methods measures one number per decoder layer on the dense model, sorts the layers once
+(least important first, ties to the lower layer index as Python's stable sort does in the official
+code) and removes the shortest prefix of that order that reaches the target ratio. This module holds
+what they share: replaying decoder layers on captured inputs, the stable ascending order, the protected
+blocks, the ratio check made before scoring, and turning an order into a plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from prunebench.errors import PrunebenchError
+from prunebench.methods.removal_order import Removal, plan_from_order, removal_params
+from prunebench.models.adapter import ModelAdapter
+from prunebench.models.counting import decoder_params
+from prunebench.plan import PruningPlan
+
+
+def check_calibration(calibration: torch.Tensor) -> None:
+    """Reject calibration that is not a [nsamples, seqlen] LongTensor with at least two tokens per row."""
+    if not isinstance(calibration, torch.Tensor) or calibration.dtype != torch.long:
+        raise PrunebenchError("calibration must be a LongTensor of token ids [nsamples, seqlen]")
+    if calibration.dim() != 2 or calibration.shape[0] < 1 or calibration.shape[1] < 2:
+        raise PrunebenchError(
+            f"calibration must have shape [nsamples >= 1, seqlen >= 2], got {list(calibration.shape)}"
+        )
+
+
+def ascending_order(scores: torch.Tensor) -> list[int]:
+    """Layer indices sorted by ascending score; equal scores keep the lower index first (stable sort)."""
+    return [int(i) for i in torch.sort(scores.double(), stable=True).indices]
+
+
+def protected_blocks(num_layers: int) -> list[int]:
+    """The blocks that Shortened-LLaMA's "+" heuristic never removes: the first four and the last two."""
+    return sorted({0, 1, 2, 3, num_layers - 2, num_layers - 1} & set(range(num_layers)))
+
+
+def removable_order(order: list[int], protected: list[int], num_layers: int) -> list[int]:
+    """``order`` without the protected blocks, cut so that at least one block always stays (a model
+    without decoder layers is not a language model; our rule, the official scripts remove far fewer)."""
+    return [i for i in order if i not in protected][: num_layers - 1]
+
+
+def check_block_ratio(adapter: ModelAdapter, target_ratio: float, protected: list[int], method: str) -> None:
+    """Raise if no choice of removable blocks reaches ``target_ratio`` (checked before any scoring).
+
+    The largest removable parameter count is the sum of the largest removable blocks, at most
+    ``num_layers - 1`` of them and never a protected one; a ratio above that cannot be reached by any order.
+    """
+    n = adapter.num_layers
+    allowed = [i for i in range(n) if i not in protected]
+    sizes = sorted((removal_params(adapter, Removal(i, "block")) for i in allowed), reverse=True)[: n - 1]
+    reachable = sum(sizes) / decoder_params(adapter.model)
+    if reachable < float(target_ratio):
+        raise PrunebenchError(
+            f"{method}: target ratio {target_ratio} needs more blocks than may be removed: "
+            f"{len(sizes)} of {n} blocks are removable (protected: {protected}) and they hold only "
+            f"{reachable:.4f} of the decoder parameters"
+        )
+
+
+def plan_from_block_order(
+    adapter: ModelAdapter, order: list[int], target_ratio: float, method: str, params: dict, notes: dict
+) -> PruningPlan:
+    """The shortest prefix of ``order`` (whole blocks) reaching ``target_ratio``, with provenance notes."""
+    plan = plan_from_order(
+        adapter,
+        [Removal(layer, "block") for layer in order],
+        target_ratio,
+        method=method,
+        params=params,
+        base_model=str(getattr(adapter.model.config, "name_or_path", "") or ""),
+    )
+    plan.notes = {**(plan.notes or {}), **notes}
+    return plan
+
+
+def check_scores_match(scores_len: int, adapter: ModelAdapter, method: str) -> None:
+    """Scores carry one value per dense layer; anything else belongs to another model."""
+    if scores_len != adapter.num_layers:
+        raise PrunebenchError(
+            f"{method}: scores have {scores_len} blocks but the model has {adapter.num_layers} "
+            "decoder layers; scores must come from this (dense) model"
+        )
+
+
+@dataclass
+class LayerCalls:
+    """What the model passed to each decoder layer in one dense forward: the hidden state entering
+    layer 0 and, per layer, every other argument (masks, rotary embeddings, positions)."""
+
+    first_input: torch.Tensor
+    kwargs: list[dict[str, Any]]
+
+
+def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _hidden_out(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def capture_layer_calls(adapter: ModelAdapter, input_ids: torch.Tensor) -> LayerCalls:
+    """Run the dense model once and record each decoder layer's call, so that any chain of layers can
+    be replayed later exactly as the model would call them (no cache)."""
+    captured: list[dict[str, Any]] = [{} for _ in adapter.layers]
+    first: list[torch.Tensor] = []
+
+    def recorder(index: int):
+        def hook(module, args, kwargs):
+            if index == 0:
+                first.append(_hidden_arg(args, kwargs))
+            captured[index] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+
+        return hook
+
+    handles = [
+        layer.register_forward_pre_hook(recorder(i), with_kwargs=True)
+        for i, layer in enumerate(adapter.layers)
+    ]
+    try:
+        adapter.model.model(input_ids=input_ids, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return LayerCalls(first[0], captured)
+
+
+def run_layer(adapter: ModelAdapter, calls: LayerCalls, index: int, hidden: torch.Tensor) -> torch.Tensor:
+    """Decoder layer ``index`` applied to ``hidden`` with the arguments the dense model gave it."""
+    return _hidden_out(adapter.layers[index](hidden, **calls.kwargs[index]))
+
+
+@contextmanager
+def layer_io_hooks(
+    adapter: ModelAdapter, on_layer: Callable[[int, torch.Tensor, torch.Tensor], None]
+) -> Iterator[None]:
+    """Call ``on_layer(index, input_hidden, output_hidden)`` for every decoder layer during a forward.
+
+    The states are the residual stream itself, before the model's final norm (unlike the last entry
+    of HF's ``output_hidden_states``, which is taken after it)."""
+
+    def make(index: int):
+        def hook(module, args, kwargs, output):
+            on_layer(index, _hidden_arg(args, kwargs), _hidden_out(output))
+
+        return hook
+
+    handles = [
+        layer.register_forward_hook(make(i), with_kwargs=True) for i, layer in enumerate(adapter.layers)
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

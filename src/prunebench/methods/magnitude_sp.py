@@ -1,0 +1,124 @@
+"""Magnitude-sp: structured magnitude pruning of KV groups and FFN channels, uniform per layer.
+
+The data-free baseline of FLAP's repository (``prune_magnitude_sp`` in ``CASIA-IVA-Lab/FLAP``;
+CFSP's repository has an MLP-only copy). Scores, as coded there:
+
+* FFN channel ``j``: the L2 norm of column ``j`` of ``down_proj`` (the weights it feeds).
+* Attention head: the sum of the L2 norms of its ``head_dim`` columns of ``o_proj``.
+  Extension (GQA, any ``head_dim``): we remove whole KV groups (one KV head and its query heads),
+  scored by the sum over the group's ``g * head_dim`` ``o_proj`` columns; for MHA this is the
+  official head score.
+
+Every layer loses the same fraction of KV groups and of channels (official: ``int(r * H)`` heads
+and ``int(r * m)`` channels per layer). Here the per-layer counts come from the study's decoder
+ratio through ``uniform_keep_counts``. Deviation: the official code keeps every structure whose
+score ties the threshold; we keep exactly the counted number, ties going to the lower index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prunebench.errors import PrunebenchError
+from prunebench.methods import Method, MethodConfig, Scores, register
+from prunebench.methods.cfsp import top_indices
+from prunebench.methods.width_budget import uniform_keep_counts
+from prunebench.models import get_adapter
+from prunebench.models.counting import plan_decoder_ratio
+from prunebench.plan import LayerPlan, PruningPlan
+
+
+@dataclass(frozen=True)
+class MagnitudeSpConfig(MethodConfig):
+    """No options of its own: magnitude-sp reads only the weights (the calibration fields go unused)."""
+
+
+def channel_scores(down_proj_weight: torch.Tensor) -> torch.Tensor:
+    """Column L2 norms of ``down_proj`` (``[d, m]`` -> ``[m]``)."""
+    return down_proj_weight.float().norm(dim=0)
+
+
+def group_scores(o_proj_weight: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
+    """Sum of ``o_proj`` column L2 norms over each KV group's query-head columns (``[kv]``).
+
+    Query head ``h`` uses KV head ``h // g``, so group ``k`` owns the contiguous columns
+    ``[k * g * hd, (k + 1) * g * hd)``.
+    """
+    return o_proj_weight.float().norm(dim=0).reshape(num_kv_heads, -1).sum(dim=1)
+
+
+@register("magnitude-sp")
+class MagnitudeSp(Method):
+    """Magnitude-sp baseline: KV groups by o_proj and channels by down_proj column norms, uniform per layer."""
+
+    Config = MagnitudeSpConfig
+    families = ("llama", "mistral", "qwen2")
+
+    def score(self, model, calibration: torch.Tensor | None, config: MagnitudeSpConfig) -> Scores:
+        """Weight norms of the dense model; the calibration samples are not used."""
+        adapter = get_adapter(model)
+        for i in range(adapter.num_layers):
+            if (
+                adapter.kv_heads(i) != adapter.num_kv_heads
+                or adapter.mlp_channels(i) != adapter.intermediate_size
+            ):
+                raise PrunebenchError(f"magnitude-sp scores a dense model; layer {i} is already pruned")
+        with torch.no_grad():
+            groups = torch.stack(
+                [
+                    group_scores(adapter.attention(i).o_proj.weight, adapter.num_kv_heads).cpu()
+                    for i in range(adapter.num_layers)
+                ]
+            )
+            channels = torch.stack(
+                [channel_scores(adapter.mlp(i).down_proj.weight).cpu() for i in range(adapter.num_layers)]
+            )
+        meta = {
+            "method": "magnitude-sp",
+            "keys": {
+                "group_score": "sum of o_proj column L2 norms per KV group [layers, kv_heads]",
+                "channel_score": "down_proj column L2 norm per FFN channel [layers, intermediate]",
+            },
+        }
+        return Scores(tensors={"group_score": groups, "channel_score": channels}, meta=meta)
+
+    def select(self, scores: Scores, model, target_ratio: float, config: MagnitudeSpConfig) -> PruningPlan:
+        """Keep the same number of top KV groups and top channels in every layer."""
+        if not 0 <= target_ratio < 1:
+            raise PrunebenchError(f"magnitude-sp: target ratio must be in [0, 1), got {target_ratio}")
+        adapter = get_adapter(model)
+        groups, channels = scores.tensors["group_score"], scores.tensors["channel_score"]
+        expected = (adapter.num_layers, adapter.num_kv_heads, adapter.intermediate_size)
+        if (groups.shape[0], groups.shape[1], channels.shape[1]) != expected:
+            raise PrunebenchError(
+                f"magnitude-sp: scores for (layers, kv_heads, channels) = "
+                f"{(groups.shape[0], groups.shape[1], channels.shape[1])}, the model has {expected}"
+            )
+        kv_keep, ch_keep = uniform_keep_counts(adapter, target_ratio)
+        layers = {
+            i: LayerPlan(
+                kv_heads=None if kv_keep == adapter.num_kv_heads else top_indices(groups[i], kv_keep),
+                mlp_channels=None
+                if ch_keep == adapter.intermediate_size
+                else top_indices(channels[i], ch_keep),
+            )
+            for i in range(adapter.num_layers)
+        }
+        plan = PruningPlan(
+            base_model=getattr(model.config, "_name_or_path", "") or "",
+            method="magnitude-sp",
+            params=config.to_dict(),
+            target_ratio=target_ratio,
+            layers=layers,
+        )
+        plan.notes = {
+            "target_ratio": target_ratio,
+            "kv_groups_kept_per_layer": kv_keep,
+            "channels_kept_per_layer": ch_keep,
+            "achieved_decoder_ratio": plan_decoder_ratio(adapter, plan),
+            "extensions": ["heads removed by whole KV group (GQA), scored by the group's o_proj columns"],
+            "deviations": ["exactly the counted structures are kept; ties go to the lower index"],
+        }
+        return plan

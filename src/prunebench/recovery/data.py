@@ -1,0 +1,193 @@
+"""Recovery training data: plain-text windows (CPT, offline LoRA) or Alpaca-style instructions.
+
+- A text source (a local file, a directory with ``{train,validation,test}.txt``, or a corpus name
+  such as ``c4`` / ``wikitext2``; read by :func:`prunebench.data.load_text`) is tokenized once and
+  cut into non-overlapping windows of ``seqlen`` tokens; every token is a target.
+- ``alpaca`` (Alpaca-cleaned from the Hugging Face Hub, LLM-Pruner's recovery set) or a local
+  ``.json`` / ``.jsonl`` file of ``{instruction, input, output}`` records is formatted with the Alpaca
+  prompt template and the loss is on the response only (LLM-Pruner's ``train_on_inputs=False``):
+  prompt tokens get label -100, the response ends with EOS, sequences are cut at ``seqlen``.
+
+Batches are drawn from an endless stream of seeded epoch permutations, so the batch of any step is a
+pure function of (seed, step): a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from prunebench.data import load_text, tokenize
+from prunebench.errors import PrunebenchError
+
+IGNORE = -100
+ALPACA_HUB_ID = "yahma/alpaca-cleaned"
+INSTRUCTION_SUFFIXES = (".json", ".jsonl")
+
+# The Alpaca prompt format (Stanford Alpaca; LLM-Pruner's templates/alpaca.json): a fixed data format.
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+
+def alpaca_prompt(record: dict) -> str:
+    """The Alpaca prompt (everything before the response) for one instruction record."""
+    if record.get("input"):
+        return PROMPT_WITH_INPUT.format(instruction=record["instruction"], input=record["input"])
+    return PROMPT_NO_INPUT.format(instruction=record["instruction"])
+
+
+@dataclass
+class SequenceData:
+    """Tokenized examples (input ids + labels, at most ``seqlen`` long) with a seeded batch stream."""
+
+    examples: list[tuple[list[int], list[int]]]
+    pad_id: int
+    seed: int
+    kind: str  # "text" | "instruction"
+    _orders: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._orders:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._orders[epoch] = torch.randperm(len(self.examples), generator=gen)
+        return self._orders[epoch]
+
+    def stream_batch(self, start: int, size: int) -> dict[str, torch.Tensor]:
+        """``size`` examples from position ``start`` of the endless shuffled stream."""
+        n = len(self.examples)
+        picks = [int(self._order(pos // n)[pos % n]) for pos in range(start, start + size)]
+        return self.collate([self.examples[i] for i in picks])
+
+    def ordered_batches(self, size: int):
+        """Consecutive batches in file order (validation)."""
+        for begin in range(0, len(self.examples), size):
+            yield self.collate(self.examples[begin : begin + size])
+
+    def collate(self, examples: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        """Right-pad to the longest example; padding is masked out and ignored by the loss."""
+        width = max(len(ids) for ids, _ in examples)
+        input_ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, (ids, labs) in enumerate(examples):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(labs)] = torch.tensor(labs)
+            mask[row, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def is_instruction_source(source: str) -> bool:
+    """Alpaca (Hub) or a local instruction file, as opposed to a text corpus."""
+    return source == "alpaca" or source.endswith(INSTRUCTION_SUFFIXES)
+
+
+def _pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return 0 if pad is None else int(pad)
+
+
+def text_windows(tokenizer, text: str, seqlen: int, source: str) -> list[tuple[list[int], list[int]]]:
+    """Non-overlapping ``seqlen``-token windows of the tokenized text (the remainder is dropped)."""
+    ids = tokenize(tokenizer, text).tolist()
+    if len(ids) < seqlen:
+        raise PrunebenchError(
+            f"data source {source!r} has {len(ids)} tokens, fewer than one training sequence of {seqlen}"
+        )
+    return [(ids[i : i + seqlen], ids[i : i + seqlen]) for i in range(0, len(ids) - seqlen + 1, seqlen)]
+
+
+def instruction_example(tokenizer, record: dict, seqlen: int) -> tuple[list[int], list[int]]:
+    """Prompt + response (+ EOS), labels -100 on the prompt, both cut at ``seqlen`` tokens."""
+    prompt = alpaca_prompt(record)
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    full_ids = tokenizer(prompt + record["output"])["input_ids"]
+    if tokenizer.eos_token_id is not None and (not full_ids or full_ids[-1] != tokenizer.eos_token_id):
+        full_ids = [*full_ids, tokenizer.eos_token_id]
+    full_ids = full_ids[:seqlen]
+    n_prompt = min(len(prompt_ids), len(full_ids))
+    return full_ids, [IGNORE] * n_prompt + full_ids[n_prompt:]
+
+
+def read_instruction_records(source: str) -> list[dict]:
+    """Alpaca-cleaned from the Hub, or records from a local ``.json`` list / ``.jsonl`` file."""
+    if source == "alpaca":
+        try:
+            import datasets
+
+            rows = datasets.load_dataset(ALPACA_HUB_ID, split="train")
+        except Exception as err:  # network, cache or format problems all mean: no Alpaca here
+            raise PrunebenchError(
+                f"cannot load Alpaca-cleaned ({ALPACA_HUB_ID}) from the Hugging Face Hub ({err}); "
+                "offline, recover on a local text corpus instead"
+            ) from err
+        records = [dict(row) for row in rows]
+    else:
+        try:
+            with open(source, encoding="utf-8") as fh:
+                if source.endswith(".jsonl"):
+                    records = [json.loads(line) for line in fh if line.strip()]
+                else:
+                    records = json.load(fh)
+        except (OSError, ValueError) as err:
+            raise PrunebenchError(f"cannot read instruction data {source!r}: {err}") from err
+    if not isinstance(records, list) or not records:
+        raise PrunebenchError(f"instruction data {source!r} holds no records")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or not {"instruction", "output"} <= rec.keys():
+            raise PrunebenchError(f"instruction record {i} of {source!r} lacks 'instruction' or 'output'")
+    return records
+
+
+def has_validation_split(source: str) -> bool:
+    """A directory or a named corpus has a validation split; a single text file has none."""
+    return not os.path.isfile(source)
+
+
+def prepare_data(
+    source: str, tokenizer, seqlen: int, seed: int, n_val: int
+) -> tuple[SequenceData, SequenceData | None]:
+    """Training data and (when the source has one, and ``n_val`` > 0) validation data.
+
+    Instruction data: ``n_val`` records are held out by a seeded permutation (LLM-Pruner holds out a
+    validation set the same way). Text: the source's validation split, cut like the training text.
+    """
+    pad = _pad_id(tokenizer)
+    if is_instruction_source(source):
+        records = read_instruction_records(source)
+        order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
+        n_hold = min(n_val, len(records) // 10)
+        val_recs = [records[i] for i in order[:n_hold]]
+        train_recs = [records[i] for i in order[n_hold:]]
+        train = SequenceData(
+            [instruction_example(tokenizer, r, seqlen) for r in train_recs], pad, seed, "instruction"
+        )
+        val = (
+            SequenceData(
+                [instruction_example(tokenizer, r, seqlen) for r in val_recs], pad, seed, "instruction"
+            )
+            if val_recs
+            else None
+        )
+        return train, val
+    train = SequenceData(
+        text_windows(tokenizer, load_text(source, "train"), seqlen, source), pad, seed, "text"
+    )
+    val = None
+    if n_val > 0 and has_validation_split(source):
+        val_text = load_text(source, "validation")
+        val = SequenceData(text_windows(tokenizer, val_text, seqlen, source)[:n_val], pad, seed, "text")
+    return train, val

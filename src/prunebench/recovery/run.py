@@ -1,0 +1,225 @@
+"""``recover()``: load a pruned model, train it with a variant under a budget, save the result.
+
+Outputs in ``out_dir``: the recovered model in the pruned shape (LoRA merged) written by core's
+``save_pretrained`` (so ``load_pretrained`` reads it), ``train_log.csv`` (phase, step, tokens, loss,
+lr, elapsed) and ``summary.json``. Every input is checked before the first training step.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import resource
+import time
+
+import peft
+import torch
+import transformers
+
+from prunebench.errors import PrunebenchError
+from prunebench.io import atomic_directory
+from prunebench.models import load_pretrained, save_pretrained
+from prunebench.plan import PruningPlan
+from prunebench.recovery.config import Budget, RecoveryConfig
+from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
+from prunebench.recovery.data import SequenceData, prepare_data
+from prunebench.recovery.lora import attach_lora, lora_targets, merge_lora
+from prunebench.recovery.training import (
+    LOG_COLUMNS,
+    Checkpointer,
+    PhaseSpec,
+    Progress,
+    evaluate_loss,
+    train_phase,
+)
+from prunebench.recovery.variants import RankContext, get_variant
+
+CHECKPOINT_SUBDIR = "resume"
+
+
+def log_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """Peak memory in bytes and what it measures."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_memory_allocated"
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_max_rss"
+
+
+def final_train_loss(log: list[dict]) -> float:
+    """Mean step loss over the last 10 % of the steps (at least one)."""
+    tail = log[-max(1, len(log) // 10) :]
+    return sum(r["loss"] for r in tail) / len(tail)
+
+
+def _check_source(source: str) -> None:
+    looks_local = (
+        os.sep in source or source.startswith(".") or source.endswith((".txt", ".gz", ".json", ".jsonl"))
+    )
+    if looks_local and not os.path.exists(source):
+        raise PrunebenchError(f"data source {source!r} does not exist")
+
+
+def _load_plan(model_dir: str) -> PruningPlan | None:
+    path = os.path.join(model_dir, "plan.json")
+    if not os.path.exists(path):
+        return None
+    return PruningPlan.load(path)
+
+
+def recover(
+    model_dir: str,
+    variant: str,
+    data: str,
+    out_dir: str,
+    budget: Budget,
+    seed: int = 0,
+    config: RecoveryConfig | None = None,
+    scores_dir: str | None = None,
+    lora_data: str | None = None,
+    checkpoint_dir: str | None = None,
+    device: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    show_progress: bool = True,
+) -> dict:
+    """Recover a pruned model; returns the summary (also written to ``out_dir/summary.json``).
+
+    ``data`` feeds every phase except that ``lora_data`` (default: ``data``) feeds LoRA phases (e.g.
+    C4 for CPT, Alpaca for LoRA). ``checkpoint_dir`` (default ``out_dir/resume``) holds the resumable
+    state; a rerun with the same arguments continues from it. The weights are loaded in ``dtype``
+    (fp32 by default); on a GPU the forward passes run under bf16 autocast.
+    """
+    wall_start = time.perf_counter()
+    config = config or RecoveryConfig()
+    spec = get_variant(variant)
+    steps = budget.to_steps(config)
+    shares = spec.split_budget(steps)
+    if scores_dir is not None and variant != "cfsp_lora":
+        raise PrunebenchError(f"--scores is used by cfsp_lora only, not by {variant}")
+    if scores_dir is not None and not os.path.isdir(scores_dir):
+        raise PrunebenchError(f"scores directory {scores_dir!r} does not exist")
+    sources = [data if phase == "cpt" else (lora_data or data) for phase in spec.phases]
+    for source in dict.fromkeys(sources):
+        _check_source(source)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    model, tokenizer = load_pretrained(model_dir, dtype=dtype, device=str(dev))
+    if tokenizer is None:
+        raise PrunebenchError(f"{model_dir!r} has no tokenizer: recovery needs one to read its data")
+    if "lora" in spec.phases:
+        lora_targets(model, config.target_modules)
+    datasets: dict[str, tuple[SequenceData, SequenceData | None]] = {
+        source: prepare_data(source, tokenizer, config.seqlen, seed, config.val_batches * config.batch_size)
+        for source in dict.fromkeys(sources)
+    }
+    lora_source = lora_data or data
+    torch.manual_seed(seed)
+    ranks, rank_notes = spec.layer_ranks(
+        RankContext(model, model_dir, datasets[lora_source][0], config, scores_dir)
+    )
+    val = datasets[sources[-1]][1]
+    val_before = evaluate_loss(model, val, config.micro_batch) if val else None
+
+    fingerprint = {
+        "model": os.path.abspath(model_dir) if os.path.exists(model_dir) else model_dir,
+        "variant": variant,
+        "data": sources,
+        "steps": shares,
+        "seed": seed,
+        "dtype": str(dtype),
+        "config": config.to_dict(),
+        "ranks": ranks,
+    }
+    checkpointer = Checkpointer(checkpoint_dir or os.path.join(out_dir, CHECKPOINT_SUBDIR), fingerprint)
+    resume = checkpointer.load()
+    progress = Progress(**resume["progress"]) if resume else Progress()
+    resumed_from = progress.step if resume else None
+
+    for index, (name, phase_steps) in enumerate(zip(spec.phases, shares, strict=True)):
+        if index < progress.phase:
+            continue
+        if index > 0 and not checkpointer.load_phase_start(index, model):
+            raise PrunebenchError(f"resume state lacks the starting weights of phase {index}; delete it")
+        within = resume is not None and "trainable" in resume and resume["progress"]["phase"] == index
+        if not within:
+            torch.manual_seed(seed + index)
+            progress.phase, progress.phase_step = index, 0
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trained = attach_lora(model, config, ranks) if name == "lora" else prepare_full_training(model)
+        weight_decay, betas = optimizer_settings(config, name)
+        train_phase(
+            trained,
+            datasets[sources[index]][0],
+            PhaseSpec(name, phase_steps, weight_decay, betas),
+            config,
+            progress,
+            checkpointer,
+            resume if within else None,
+            show_progress,
+        )
+        model = merge_lora(trained) if name == "lora" else trained
+        for param in model.parameters():
+            param.requires_grad_(False)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_disable()
+        if index + 1 < len(spec.phases):
+            checkpointer.save_phase_start(index + 1, model)
+            progress.phase, progress.phase_step = index + 1, 0
+            checkpointer.save({"progress": vars(progress).copy()})
+
+    model.eval()
+    val_after = evaluate_loss(model, val, config.micro_batch) if val else None
+    memory, memory_kind = peak_memory(dev)
+    summary = {
+        "variant": variant,
+        "model": model_dir,
+        "data": {
+            "sources": dict(zip(spec.phases, sources, strict=True)),
+            "kind": datasets[sources[-1]][0].kind,
+        },
+        "budget": {
+            **budget.to_dict(),
+            "total_steps": steps,
+            "tokens_per_step": config.batch_size * config.seqlen,
+        },
+        "phases": [{"name": n, "steps": s} for n, s in zip(spec.phases, shares, strict=True)],
+        "steps_trained": progress.step,
+        "tokens_trained": progress.tokens,
+        "seed": seed,
+        "hyper_parameters": config.to_dict(),
+        "lora_ranks": rank_notes or None,
+        "initial_train_loss": progress.log[0]["loss"],
+        "final_train_loss": final_train_loss(progress.log),
+        "val_loss_before": val_before,
+        "val_loss_after": val_after,
+        "train_time_s": round(progress.elapsed, 3),
+        "wall_time_s": round(time.perf_counter() - wall_start, 3),
+        "resumed_from_step": resumed_from,
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
+        "device": str(dev),
+        "precision": f"{str(dtype).removeprefix('torch.')} weights"
+        + (", bf16 autocast" if dev.type == "cuda" else ""),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    with atomic_directory(out_dir) as staging:  # model, log and summary appear together
+        save_pretrained(model, staging, tokenizer=tokenizer, plan=_load_plan(model_dir))
+        (staging / "train_log.csv").write_text(log_csv(progress.log), encoding="utf-8")
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    checkpointer.clear()  # inside out_dir it went with the old directory; elsewhere remove it now
+    return summary

@@ -1,0 +1,269 @@
+"""The training loop shared by every recovery variant, with atomic resumable checkpoints.
+
+One *phase* trains the parameters that require gradients (LoRA adapters, or all weights for CPT)
+with AdamW, a warm-up + linear/cosine schedule (transformers' ``get_scheduler``), gradient
+accumulation over micro-batches and gradient clipping. fp32 on CPU; bf16 autocast on GPU.
+
+Every ``save_every`` steps the trainable weights, optimizer, scheduler, RNG states, progress and the
+log so far are written to ``resume.pt`` (temp file + ``os.replace``). A rerun with the same
+configuration finds it and continues; on CPU the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from prunebench.errors import PrunebenchError
+from prunebench.recovery.config import RecoveryConfig
+from prunebench.recovery.data import IGNORE, SequenceData
+
+LOG_COLUMNS = ("phase", "step", "tokens", "loss", "lr", "elapsed")
+
+
+@dataclass
+class Progress:
+    """Where training stands: carried across phases, saved in checkpoints."""
+
+    phase: int = 0
+    phase_step: int = 0  # optimizer steps done in the current phase
+    step: int = 0  # optimizer steps done in total
+    tokens: int = 0  # input tokens fed (padding excluded)
+    elapsed: float = 0.0  # training seconds, summed over interrupted runs
+    log: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One training phase: its name (``lora`` / ``cpt``), length and AdamW settings."""
+
+    name: str
+    steps: int
+    weight_decay: float
+    betas: tuple[float, float]
+
+
+class Checkpointer:
+    """Resumable state in one directory: ``resume.pt`` and per-phase starting weights."""
+
+    def __init__(self, directory: str, fingerprint: dict):
+        self.directory = directory
+        self.fingerprint = fingerprint
+        self.path = os.path.join(directory, "resume.pt")
+
+    def load(self) -> dict | None:
+        """The saved state, or None; a checkpoint from another configuration is an error."""
+        if not os.path.exists(self.path):
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != self.fingerprint:
+            raise PrunebenchError(
+                f"{self.path} is a checkpoint of a different recovery run (other model, variant, data, "
+                "budget, seed or options); delete it or rerun with the same settings"
+            )
+        return state
+
+    def save(self, state: dict) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save({"fingerprint": self.fingerprint, **state}, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def phase_weights_path(self, phase: int) -> str:
+        return os.path.join(self.directory, f"phase{phase}-start.safetensors")
+
+    def save_phase_start(self, phase: int, model: nn.Module) -> None:
+        """The full weights a later phase starts from (after CPT, before LoRA)."""
+        os.makedirs(self.directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        os.close(fd)
+        try:
+            tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            save_file(_untie(tensors), tmp)
+            os.replace(tmp, self.phase_weights_path(phase))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load_phase_start(self, phase: int, model: nn.Module) -> bool:
+        path = self.phase_weights_path(phase)
+        if not os.path.exists(path):
+            return False
+        model.load_state_dict(load_file(path), strict=False)
+        return True
+
+    def clear(self) -> None:
+        """Remove the resumable state once the final model is written."""
+        for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+            if name == "resume.pt" or name.endswith("-start.safetensors"):
+                os.unlink(os.path.join(self.directory, name))
+        if os.path.isdir(self.directory) and not os.listdir(self.directory):
+            os.rmdir(self.directory)
+
+
+def _untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage (tied embeddings): store independent copies."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in tensors.items():
+        ptr = value.data_ptr()
+        out[key] = value.clone() if ptr in seen else value
+        seen.add(ptr)
+    return out
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if params.keys() != saved.keys():
+        raise PrunebenchError("the resume checkpoint's trainable parameters do not match the model")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(saved[name])
+
+
+def rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, data: SequenceData, batch_size: int) -> float:
+    """Mean next-token NLL over the label tokens of every example of ``data``."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in data.ordered_batches(batch_size):
+        batch = _to(batch, device)
+        with _autocast(device):
+            loss = model(**batch).loss.float()
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        total += float(loss) * n
+        count += n
+    model.train(was_training)
+    return total / count if count else float("nan")
+
+
+def train_phase(
+    model: nn.Module,
+    data: SequenceData,
+    phase: PhaseSpec,
+    config: RecoveryConfig,
+    progress: Progress,
+    checkpointer: Checkpointer,
+    resume: dict | None = None,
+    show_progress: bool = True,
+) -> None:
+    """Train ``phase.steps`` optimizer steps of the trainable parameters of ``model`` in place.
+
+    ``progress`` is updated (and logged per step); ``resume`` is the checkpoint of this phase to
+    continue from, if any.
+    """
+    from prunebench.recovery.cpt import parameter_groups
+
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, phase.weight_decay), lr=config.lr, betas=phase.betas
+    )
+    scheduler = get_scheduler(
+        config.schedule,
+        optimizer,
+        num_warmup_steps=math.ceil(config.warmup_ratio * phase.steps),
+        num_training_steps=phase.steps,
+    )
+    if resume is not None:
+        load_trainable_state(model, resume["trainable"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        set_rng_state(resume["rng"])
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    n_micro = config.batch_size // config.micro_batch
+    model.train()
+    bar = tqdm(
+        total=phase.steps,
+        initial=progress.phase_step,
+        desc=phase.name,
+        disable=not show_progress,
+        leave=False,
+    )
+    started = time.perf_counter() - progress.elapsed
+    while progress.phase_step < phase.steps:
+        batch = data.stream_batch(progress.phase_step * config.batch_size, config.batch_size)
+        lr = scheduler.get_last_lr()[0]
+        loss_sum = 0.0
+        for m in range(n_micro):
+            part = {k: v[m * config.micro_batch : (m + 1) * config.micro_batch] for k, v in batch.items()}
+            part = _to(part, device)
+            with _autocast(device):
+                loss = model(**part).loss
+            (loss / n_micro).backward()
+            loss_sum += float(loss.detach())
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress.phase_step += 1
+        progress.step += 1
+        progress.tokens += int(batch["attention_mask"].sum())
+        progress.elapsed = time.perf_counter() - started
+        loss_value = loss_sum / n_micro
+        if not math.isfinite(loss_value):
+            raise PrunebenchError(f"training loss became {loss_value} at step {progress.step}; lower the lr")
+        progress.log.append(
+            {
+                "phase": phase.name,
+                "step": progress.step,
+                "tokens": progress.tokens,
+                "loss": loss_value,
+                "lr": lr,
+                "elapsed": round(progress.elapsed, 3),
+            }
+        )
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        if progress.phase_step % config.save_every == 0 and progress.phase_step < phase.steps:
+            checkpointer.save(
+                {
+                    "progress": vars(progress).copy(),
+                    "trainable": trainable_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                }
+            )
+    bar.close()
