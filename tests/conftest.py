@@ -14,6 +14,10 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+# The tiny test models are far too small for intra-op parallelism; on a loaded 2-core machine
+# torch's worker threads spin and a test runs ten times slower.
+torch.set_num_threads(1)
+
 FAMILIES = {
     # Llama-2-like multi-head attention, untied embeddings.
     "llama": (LlamaConfig, LlamaForCausalLM, {"num_key_value_heads": 4, "tie_word_embeddings": False}),
