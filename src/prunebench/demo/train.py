@@ -115,13 +115,14 @@ class WindowSampler:
 
     def starts(self, first: int, count: int) -> torch.Tensor:
         """Start positions of windows ``first .. first+count-1`` of the infinite stream."""
-        out, e, index = [], 0, first
+        out, got, e, index = [], 0, 0, first
         while index >= len(self._epoch(e)):
             index -= len(self._epoch(e))
             e += 1
-        while len(out) < count:
-            take = self._epoch(e)[index : index + count - len(out)]
+        while got < count:
+            take = self._epoch(e)[index : index + count - got]
             out.append(take)
+            got += take.numel()
             e, index = e + 1, 0
         return torch.cat(out)
 
