@@ -106,7 +106,7 @@ def test_package_with_wrong_layout_fails_cleanly_and_writes_nothing(tmp_path):
 
 def test_corrupt_rdata_index_is_a_clear_error():
     pytest.importorskip("rdata")
-    with pytest.raises(PrunebenchError, match="Rdata.rdx"):
+    with pytest.raises(PrunebenchError, match=r"Rdata\.rdx"):
         corpus.read_austen(b"not gzip", b"")
 
 
