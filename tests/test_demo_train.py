@@ -110,3 +110,17 @@ def test_window_sampler_covers_each_epoch_once_and_is_deterministic():
     batches = torch.cat([a.starts(i * 7, 7) for i in range(20)])
     assert torch.equal(batches, b.starts(0, 140))
     assert not torch.equal(a._epoch(0)[:10], WindowSampler(10_000, 256, seed=2)._epoch(0)[:10])
+
+
+def test_saved_model_is_float16_on_disk_and_loads_as_float32_by_default(tmp_path, tok):
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    from prunebench.demo.model import save_model
+
+    save_model(LlamaForCausalLM(tiny(tok)), tok, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "float32"
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())  # noqa: SIM118
+    assert next(AutoModelForCausalLM.from_pretrained(tmp_path).parameters()).dtype == torch.float32

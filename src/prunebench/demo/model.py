@@ -44,9 +44,10 @@ def save_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, out_
     Files in ``out_dir`` that are not written here (model card, metrics) are carried over.
     """
     with updated_dir(out_dir) as tmp:
-        stored = copy.deepcopy(model).to(STORAGE_DTYPE)
-        stored.config.dtype = torch.float32
-        stored.save_pretrained(tmp, safe_serialization=True)
+        copy.deepcopy(model).to(STORAGE_DTYPE).save_pretrained(tmp, safe_serialization=True)
+        config = copy.deepcopy(model.config)
+        config.dtype = torch.float32  # save_pretrained wrote the storage dtype; loading should upcast
+        config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
 
