@@ -67,11 +67,12 @@ def cloze_items(text: str, n_items: int, seed: int = 0, context_words: int = 60)
     return items
 
 
-def next_sentence_items(text: str, n_items: int, seed: int = 0, tolerance: float = 0.3) -> list[dict]:
+def next_sentence_items(text: str, n_items: int, seed: int = 0) -> list[dict]:
     """HellaSwag-style items: 1–3 sentences (≥ 8 words) of a paragraph; choose the true next sentence.
 
-    Distractors are sentences from other paragraphs whose length is within ``tolerance`` of the gold's
-    (the closest in length when too few are).
+    Distractors are the three sentences from other paragraphs closest in length to the gold one
+    (characters; ties broken at random), so that neither raw nor length-normalised log-likelihood can
+    win by preferring short or long answers.
     """
     rng = random.Random(seed)
     paragraphs = [sentences(p) for p in text.splitlines() if p.strip()]
@@ -84,11 +85,10 @@ def next_sentence_items(text: str, n_items: int, seed: int = 0, tolerance: float
                 candidates.append((pi, context, para[i]))
     items = []
     for pi, context, gold in _spread(candidates, n_items):
-        others = [s for qi, s in flat if qi != pi and s != gold]
-        close = [s for s in others if abs(len(s) - len(gold)) <= tolerance * len(gold)]
-        if len(close) < N_CHOICES - 1:
-            close = sorted(others, key=lambda s: abs(len(s) - len(gold)))[: 4 * N_CHOICES]
-        items.append({"context": context, **_with_gold(rng, gold, rng.sample(close, N_CHOICES - 1))})
+        others = sorted({s for qi, s in flat if qi != pi and s != gold})
+        rng.shuffle(others)
+        closest = sorted(others, key=lambda s: abs(len(s) - len(gold)))[: N_CHOICES - 1]
+        items.append({"context": context, **_with_gold(rng, gold, closest)})
     return items
 
 
