@@ -80,7 +80,8 @@ Command (from the repository root, with the tokenizer already in this folder):
 
     {t["command"]}
 
-The wall-clock budget chose the step where the decay began; this replays the same run exactly:
+The wall-clock budget chose the step where the decay began; this replays the same schedule and data
+order without the clock (same torch build and thread count for identical weights; not re-run):
 
     python workflow/scripts/train_demo_model.py {replay}
 
