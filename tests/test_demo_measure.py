@@ -1,59 +1,20 @@
-"""Perplexity protocol, unigram baseline, atomic writes and the model-card writer of the demo package."""
+"""Unigram baseline and the model-card writer of the demo package."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
-import torch
 
-from prunebench.demo.atomic import atomic_path, read_text, write_text
 from prunebench.demo.card import render_card, write_card
-from prunebench.demo.perplexity import perplexity, unigram_perplexity, windows
+from prunebench.demo.evaluate import unigram_perplexity
 from prunebench.errors import PrunebenchError
-
-
-class UniformLM(torch.nn.Module):
-    """Predicts every token of a vocabulary of size V with probability 1/V."""
-
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.vocab = vocab
-        self.device = torch.device("cpu")
-
-    def forward(self, input_ids):
-        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
-
-
-def test_windows_drop_the_tail_and_reject_short_text():
-    ids = torch.arange(10)
-    assert windows(ids, 4).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert windows(ids, 4, max_windows=1).shape == (1, 4)
-    with pytest.raises(PrunebenchError, match="fewer than one window"):
-        windows(ids, 11)
-
-
-def test_uniform_model_has_perplexity_equal_to_the_vocabulary():
-    result = perplexity(UniformLM(50), torch.randint(0, 50, (100,)), seqlen=8)
-    assert result["ppl"] == pytest.approx(50) and result["windows"] == 12 and result["tokens"] == 12 * 7
 
 
 def test_unigram_perplexity_with_add_one_smoothing():
     assert unigram_perplexity([0, 1, 2, 3], [0, 1], vocab_size=4) == pytest.approx(4)
     # counts 3 and 1 (+1 each), denominator 4 + 2 -> p(0) = 4/6
     assert unigram_perplexity([0, 0, 0, 1], [0], vocab_size=2) == pytest.approx(6 / 4)
-
-
-def test_atomic_write_leaves_nothing_on_failure_and_gzip_is_reproducible(tmp_path):
-    with pytest.raises(RuntimeError), atomic_path(tmp_path / "out.txt") as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-    write_text(tmp_path / "a.txt.gz", "héllo\n")
-    first = (tmp_path / "a.txt.gz").read_bytes()
-    write_text(tmp_path / "a.txt.gz", "héllo\n")
-    assert (tmp_path / "a.txt.gz").read_bytes() == first and read_text(tmp_path / "a.txt.gz") == "héllo\n"
 
 
 def card_inputs() -> tuple[dict, dict, dict]:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunebench.demo.evaluate import PREFIX_WINDOWS, SEQLEN, split_ids
+from prunebench.demo.corpus import load_split
+from prunebench.demo.evaluate import PREFIX_WINDOWS, SEQLEN
 from prunebench.demo.model import load_model
-from prunebench.demo.perplexity import perplexity
 from prunebench.demo.tokenizer import load_tokenizer
+from prunebench.evaluation.perplexity import perplexity
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "resources/demo/model"
@@ -40,8 +41,10 @@ def test_shape_gives_every_method_something_to_do(model):
 
 def test_test_prefix_perplexity_matches_the_model_card(model, metrics):
     torch.set_num_threads(2)
-    ids = split_ids(ROOT / "resources/demo/corpus", "test", load_tokenizer(MODEL))
-    measured = perplexity(model, ids, SEQLEN, max_windows=PREFIX_WINDOWS)
+    text = load_split(ROOT / "resources/demo/corpus", "test")
+    measured = perplexity(
+        model, load_tokenizer(MODEL), text, SEQLEN, max_windows=PREFIX_WINDOWS, progress=False
+    )
     recorded = metrics["perplexity"]["test_prefix"]
     assert measured["windows"] == recorded["windows"] == PREFIX_WINDOWS
     assert measured["ppl"] == pytest.approx(recorded["ppl"], rel=0.05)

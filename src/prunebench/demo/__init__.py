@@ -2,7 +2,7 @@
 
 One module per job: :mod:`.debian` reads Debian packages, :mod:`.corpus` builds the text splits,
 :mod:`.tokenizer` trains the BPE tokenizer, :mod:`.model` defines and saves the demo Llama,
-:mod:`.train` trains it, :mod:`.perplexity` and :mod:`.evaluate` measure it, :mod:`.card` writes its
+:mod:`.train` trains it, :mod:`.evaluate` measures it (with the core perplexity), :mod:`.card` writes its
 model card, :mod:`.text`, :mod:`.tasks` and :mod:`.wordnet` build the zero-shot tasks;
-:mod:`.atomic` and :mod:`.entry` are the shared file-writing and command helpers.
+:mod:`.entry` holds the shared command helpers.
 """

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prunebench.demo.atomic import write_text
 from prunebench.errors import PrunebenchError
+from prunebench.io import atomic_write_text
 
 
 def _load(path: Path) -> dict:
@@ -113,5 +113,5 @@ def write_card(model_dir: str | Path) -> Path:
         (model_dir / "model.safetensors").stat().st_size,
     )
     path = model_dir / "README.md"
-    write_text(path, text)
+    atomic_write_text(path, text)
     return path

@@ -109,7 +109,7 @@ def split_paths(corpus_dir: str | Path) -> dict[str, Path]:
 
 def load_split(corpus_dir: str | Path, split: str) -> str:
     """Read one shipped split as text; a clear error when it is absent."""
-    from prunebench.demo.atomic import read_text
+    from prunebench.io import read_text
 
     if split not in SPLITS:
         raise PrunebenchError(f"unknown demo corpus split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -127,14 +127,14 @@ def build_corpus(deb_dir: str | Path, out_dir: str | Path, download: bool = True
     import json
 
     from prunebench.demo import debian
-    from prunebench.demo.atomic import write_text
+    from prunebench.io import atomic_write_text
 
     deb = debian.find_or_download(PACKAGE, deb_dir, download=download)
     files = debian.read_members(deb, [f"{RDATA}.rdx", f"{RDATA}.rdb"])
     splits = build_splits(read_austen(files[f"{RDATA}.rdx"], files[f"{RDATA}.rdb"]))
     paths = split_paths(out_dir)
     for split, text in splits.items():
-        write_text(paths[split], text)
+        atomic_write_text(paths[split], text)
     source = {
         "package": deb.name,
         "sha256": debian.sha256(deb),
@@ -143,5 +143,5 @@ def build_corpus(deb_dir: str | Path, out_dir: str | Path, download: bool = True
         "characters": {s: len(t) for s, t in splits.items()},
         "paragraphs": {s: t.count("\n") - t.count("\n\n") for s, t in splits.items()},
     }
-    write_text(Path(out_dir) / "SOURCE.json", json.dumps(source, indent=2) + "\n")
+    atomic_write_text(Path(out_dir) / "SOURCE.json", json.dumps(source, indent=2) + "\n")
     return paths

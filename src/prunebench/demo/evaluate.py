@@ -7,39 +7,49 @@ from there, so no number is ever typed in by hand.
 from __future__ import annotations
 
 import json
+import math
 import platform
+from collections import Counter
 from pathlib import Path
 
 import torch
 
-from prunebench.demo.atomic import write_text
+from prunebench.data.calibration import tokenize
 from prunebench.demo.corpus import load_split
 from prunebench.demo.model import load_model
-from prunebench.demo.perplexity import perplexity, unigram_perplexity
 from prunebench.demo.tasks import N_CHOICES, TASKS
 from prunebench.demo.tokenizer import load_tokenizer
+from prunebench.evaluation.perplexity import perplexity
+from prunebench.io import atomic_write_text
 
 SEQLEN = 256
 PREFIX_WINDOWS = 16  # the test-prefix perplexity that the fast regression test re-measures
 
 
-def split_ids(corpus_dir: str | Path, split: str, tokenizer) -> torch.Tensor:
-    """The whole split tokenized in one piece, no special tokens (the perplexity protocol's input)."""
-    text = load_split(corpus_dir, split)
-    return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+def unigram_perplexity(train_ids: list[int], test_ids: list[int], vocab_size: int) -> float:
+    """Perplexity of a unigram model (train counts, add-one smoothing over the vocabulary) on test ids."""
+    counts = Counter(train_ids)
+    denom = len(train_ids) + vocab_size
+    nll = -sum(math.log((counts[t] + 1) / denom) for t in test_ids) / len(test_ids)
+    return math.exp(nll)
 
 
 def measure_perplexity(model_dir: str | Path, corpus_dir: str | Path, seqlen: int = SEQLEN) -> dict:
-    """Validation and test perplexity, the test-prefix perplexity, and the unigram baseline."""
+    """Validation and test perplexity (the core protocol), the test-prefix perplexity, the unigram baseline."""
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir)
-    ids = {s: split_ids(corpus_dir, s, tokenizer) for s in ("train", "validation", "test")}
+    text = {s: load_split(corpus_dir, s) for s in ("train", "validation", "test")}
+
+    def ppl(split: str, max_windows: int | None = None) -> dict:
+        return perplexity(model, tokenizer, text[split], seqlen, max_windows=max_windows, progress=False)
+
+    train_ids, test_ids = (tokenize(tokenizer, text[s]).tolist() for s in ("train", "test"))
     return {
         "protocol": f"non-overlapping {seqlen}-token windows of the concatenated split, no BOS, tail dropped",
-        "validation": perplexity(model, ids["validation"], seqlen),
-        "test": perplexity(model, ids["test"], seqlen),
-        "test_prefix": perplexity(model, ids["test"], seqlen, max_windows=PREFIX_WINDOWS),
-        "unigram_test_ppl": unigram_perplexity(ids["train"].tolist(), ids["test"].tolist(), len(tokenizer)),
+        "validation": ppl("validation"),
+        "test": ppl("test"),
+        "test_prefix": ppl("test", PREFIX_WINDOWS),
+        "unigram_test_ppl": unigram_perplexity(train_ids, test_ids, len(tokenizer)),
         "unigram_protocol": "train-split token counts, add-one smoothing, over every test token",
     }
 
@@ -87,5 +97,5 @@ def write_metrics(metrics: dict, model_dir: str | Path) -> Path:
         },
     }
     path = Path(model_dir) / "metrics.json"
-    write_text(path, json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
     return path

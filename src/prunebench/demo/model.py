@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from prunebench.demo.atomic import updated_dir
 from prunebench.errors import PrunebenchError
+from prunebench.io import updated_directory
 
 STORAGE_DTYPE = torch.float16
 
@@ -43,7 +43,7 @@ def save_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, out_
 
     Files in ``out_dir`` that are not written here (model card, metrics) are carried over.
     """
-    with updated_dir(out_dir) as tmp:
+    with updated_directory(out_dir) as tmp:
         copy.deepcopy(model).to(STORAGE_DTYPE).save_pretrained(tmp, safe_serialization=True)
         config = copy.deepcopy(model.config)
         config.dtype = torch.float32  # save_pretrained wrote the storage dtype; loading should upcast

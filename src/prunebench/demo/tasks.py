@@ -17,9 +17,9 @@ import random
 import re
 from pathlib import Path
 
-from prunebench.demo.atomic import write_text
 from prunebench.demo.text import sentences
 from prunebench.errors import PrunebenchError
+from prunebench.io import atomic_write_text
 
 N_CHOICES = 4
 _LAST_WORD = re.compile(r"^(?P<context>.*\S)\s+(?P<word>[A-Za-z]{3,})(?P<punct>[.!?;,\"')]*)$", re.S)
@@ -94,7 +94,7 @@ def next_sentence_items(text: str, n_items: int, seed: int = 0) -> list[dict]:
 
 def write_items(items: list[dict], path: str | Path) -> Path:
     """Write items as JSON lines (atomically)."""
-    write_text(path, "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))
+    atomic_write_text(path, "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))
     return Path(path)
 
 

@@ -60,9 +60,9 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 
 def build_tokenizer(train_text: str, out_dir: str | Path, vocab_size: int = VOCAB_SIZE) -> Path:
     """Train the tokenizer on ``train_text`` and save it into ``out_dir`` (other files there are kept)."""
-    from prunebench.demo.atomic import updated_dir
+    from prunebench.io import updated_directory
 
     tok = train_tokenizer(train_text, vocab_size)
-    with updated_dir(out_dir) as tmp:
+    with updated_directory(out_dir) as tmp:
         tok.save_pretrained(tmp)
     return Path(out_dir)

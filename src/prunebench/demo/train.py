@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from prunebench.demo.atomic import atomic_path, write_text
 from prunebench.demo.model import demo_config, save_model
-from prunebench.demo.perplexity import mean_nll, windows
 from prunebench.errors import PrunebenchError
+from prunebench.evaluation.perplexity import mean_nll, windows
+from prunebench.io import atomic_file, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def train(
         "validation_history": state["history"],
         "command": command,
     }
-    write_text(Path(out_dir) / "training.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(Path(out_dir) / "training.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -294,5 +294,5 @@ def _checkpoint(path: Path, model, opt, state, cfg: TrainConfig) -> None:
         "state": state,
         "config": asdict(cfg),
     }
-    with atomic_path(path) as tmp:
+    with atomic_file(path) as tmp:
         torch.save(payload, tmp)

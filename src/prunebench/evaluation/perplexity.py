@@ -27,7 +27,36 @@ def check_seqlen(model: nn.Module, seqlen: int) -> None:
         raise PrunebenchError(f"seqlen {seqlen} is longer than the model's context of {limit} tokens")
 
 
+def windows(ids: torch.Tensor, length: int, max_windows: int | None = None) -> torch.Tensor:
+    """The non-overlapping ``(n, length)`` windows of a 1-D id tensor, tail dropped (optionally the first n)."""
+    n = ids.numel() // length
+    if max_windows is not None:
+        n = min(n, max_windows)
+    if n == 0:
+        raise PrunebenchError(f"text has {ids.numel()} tokens, fewer than one window of {length}")
+    return ids[: n * length].view(n, length)
+
+
 @torch.no_grad()
+def mean_nll(
+    model: nn.Module, rows: torch.Tensor, batch_size: int = 8, progress: bool = False
+) -> tuple[float, int]:
+    """Mean next-token NLL (nats) over every predicted position of ``rows`` and the number of them."""
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    for start in tqdm(
+        range(0, rows.shape[0], batch_size), desc="perplexity", disable=not progress, leave=False
+    ):
+        batch = rows[start : start + batch_size].to(device)
+        logits = model(batch, use_cache=False).logits.float()
+        nll = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+        )
+        total_nll += nll.item()
+        total_tokens += batch[:, 1:].numel()
+    return total_nll / total_tokens, total_tokens
+
+
 def perplexity(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -41,41 +70,24 @@ def perplexity(
     """Perplexity of ``model`` on ``text`` cut into non-overlapping windows of ``seqlen`` tokens.
 
     The text is tokenized once and concatenated (the WikiText-2 protocol of GPTQ, SparseGPT, SLEB,
-    BlockPruner); the trailing partial window is dropped. With ``add_bos`` each window starts with
-    the BOS token followed by ``seqlen - 1`` text tokens. Every window predicts all its tokens but
-    the first; the result is the exponential of the mean token NLL.
+    BlockPruner, LLM-Pruner, FLAP, Shortened-LLaMA); the trailing partial window is dropped. With
+    ``add_bos`` each window starts with the BOS token followed by ``seqlen - 1`` text tokens. Every
+    window predicts all its tokens but the first; the result is the exponential of the mean token NLL.
     """
     check_seqlen(model, seqlen)
     if batch_size <= 0:
         raise PrunebenchError(f"batch size must be positive, got {batch_size}")
-    ids = tokenize(tokenizer, text)
-    body = seqlen - 1 if add_bos else seqlen
-    windows = ids.numel() // body
-    if max_windows is not None:
-        windows = min(windows, max_windows)
-    if windows == 0:
-        raise PrunebenchError(f"text has {ids.numel()} tokens, fewer than one window of {seqlen}")
-    rows = ids[: windows * body].view(windows, body)
+    if add_bos and tokenizer.bos_token_id is None:
+        raise PrunebenchError("add_bos requested but the tokenizer has no BOS token")
+    rows = windows(tokenize(tokenizer, text), seqlen - 1 if add_bos else seqlen, max_windows)
     if add_bos:
-        if tokenizer.bos_token_id is None:
-            raise PrunebenchError("add_bos requested but the tokenizer has no BOS token")
-        rows = torch.cat([torch.full((windows, 1), tokenizer.bos_token_id), rows], dim=1)
-    device = next(model.parameters()).device
-    total_nll, total_tokens = 0.0, 0
-    for start in tqdm(range(0, windows, batch_size), desc="perplexity", disable=not progress, leave=False):
-        batch = rows[start : start + batch_size].to(device)
-        logits = model(batch, use_cache=False).logits.float()
-        nll = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-        )
-        total_nll += nll.item()
-        total_tokens += batch[:, 1:].numel()
-    mean_nll = total_nll / total_tokens
+        rows = torch.cat([torch.full((rows.shape[0], 1), tokenizer.bos_token_id), rows], dim=1)
+    nll, tokens = mean_nll(model, rows, batch_size, progress)
     return {
-        "ppl": math.exp(mean_nll),
-        "nll": mean_nll,
-        "tokens": total_tokens,
+        "ppl": math.exp(nll),
+        "nll": nll,
+        "tokens": tokens,
         "seqlen": seqlen,
-        "windows": windows,
+        "windows": rows.shape[0],
         "bos": add_bos,
     }
