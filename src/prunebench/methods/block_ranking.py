@@ -4,7 +4,8 @@ Each of these methods measures one number per decoder layer on the dense model, 
 (least important first, ties to the lower layer index as Python's stable sort does in the official
 code) and removes the shortest prefix of that order that reaches the target ratio. This module holds
 what they share: replaying decoder layers on captured inputs, the stable ascending order, the protected
-blocks, the ratio check made before scoring, and turning an order into a plan.
+blocks, the ratio check made before scoring, turning an order into a plan, and :class:`BlockRanking`,
+the score/select body of such a method.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import torch
 
 from prunebench.errors import PrunebenchError
+from prunebench.methods.base import Method, MethodConfig, Scores
 from prunebench.methods.removal_order import Removal, plan_from_order, removal_params
+from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import decoder_params
 from prunebench.plan import PruningPlan
@@ -163,3 +166,63 @@ def layer_io_hooks(
     finally:
         for handle in handles:
             handle.remove()
+
+
+class BlockRanking(Method):
+    """One score per dense layer, a stable ascending order, the shortest prefix reaching the ratio.
+
+    Subclasses set ``score_key`` and ``measure(adapter, calibration, batch_size)``; they may protect
+    blocks (:meth:`protected`) and label the score meta and plan notes (:meth:`score_labels`,
+    :meth:`plan_labels`). The config needs a ``batch_size``."""
+
+    families = ("llama", "mistral", "qwen2")
+    score_key: str
+    measure: Callable[[ModelAdapter, torch.Tensor, int], torch.Tensor]
+
+    def protected(self, num_layers: int, config: MethodConfig) -> list[int]:
+        """Blocks that are never removed (none by default)."""
+        return []
+
+    def score_labels(self) -> dict[str, Any]:
+        """Entries put before the common ones in the score meta."""
+        return {}
+
+    def plan_labels(self, config: MethodConfig, protected: list[int]) -> dict[str, Any]:
+        """Entries put before ``block_order`` in the plan notes."""
+        return {}
+
+    def check_ratio(self, model, target_ratio: float, config: MethodConfig) -> None:
+        super().check_ratio(model, target_ratio, config)
+        adapter = get_adapter(model)
+        check_block_ratio(adapter, target_ratio, self.protected(adapter.num_layers, config), self.name)
+
+    def score(self, model, calibration: torch.LongTensor, config: MethodConfig) -> Scores:
+        check_calibration(calibration)
+        adapter = get_adapter(model)
+        values = self.measure(adapter, calibration, config.batch_size)
+        return Scores(
+            tensors={self.score_key: values},
+            meta={
+                **self.score_labels(),
+                "num_layers": adapter.num_layers,
+                "order": ascending_order(values),
+                "nsamples": int(calibration.shape[0]),
+                "seqlen": int(calibration.shape[1]),
+            },
+        )
+
+    def select(self, scores: Scores, model, target_ratio: float, config: MethodConfig) -> PruningPlan:
+        adapter = get_adapter(model)
+        values = scores.tensors[self.score_key]
+        check_scores_match(len(values), adapter, self.name)
+        protected = self.protected(adapter.num_layers, config)
+        check_block_ratio(adapter, target_ratio, protected, self.name)
+        order = ascending_order(values)
+        return plan_from_block_order(
+            adapter,
+            removable_order(order, protected, adapter.num_layers),
+            target_ratio,
+            method=self.name,
+            params=config.to_dict(),
+            notes={**self.plan_labels(config, protected), "block_order": order},
+        )

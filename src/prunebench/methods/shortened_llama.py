@@ -34,28 +34,15 @@ single batch of 10 they are the same.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods import Method, MethodConfig, Scores, register
-from prunebench.methods.block_ranking import (
-    ascending_order,
-    capture_layer_calls,
-    check_block_ratio,
-    check_calibration,
-    check_scores_match,
-    plan_from_block_order,
-    protected_blocks,
-    removable_order,
-    run_layer,
-)
-from prunebench.models import get_adapter
+from prunebench.methods import MethodConfig, register
+from prunebench.methods.block_ranking import BlockRanking, capture_layer_calls, protected_blocks, run_layer
 from prunebench.models.adapter import ModelAdapter
-from prunebench.plan import PruningPlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,58 +138,25 @@ def block_taylor(adapter: ModelAdapter, calibration: torch.LongTensor, batch_siz
     return torch.tensor(scores, dtype=torch.float64)
 
 
-class _ShortenedLlama(Method):
-    """Shared body of the two criteria; subclasses set ``criterion``, ``score_key`` and ``measure``."""
+class _ShortenedLlama(BlockRanking):
+    """Shared body of the two criteria (steps 4-6 via :class:`BlockRanking`); subclasses set
+    ``criterion``, ``score_key`` and ``measure``."""
 
     Config = ShortenedConfig
-    families = ("llama", "mistral", "qwen2")
     criterion: str
-    score_key: str
-    measure: Callable[[Any, torch.Tensor, int], torch.Tensor]
 
-    def _protected(self, num_layers: int, config: ShortenedConfig) -> list[int]:
+    def protected(self, num_layers: int, config: ShortenedConfig) -> list[int]:
         return protected_blocks(num_layers) if config.plus_heuristic else []
 
-    def check_ratio(self, model, target_ratio: float, config: ShortenedConfig) -> None:
-        super().check_ratio(model, target_ratio, config)
-        adapter = get_adapter(model)
-        check_block_ratio(adapter, target_ratio, self._protected(adapter.num_layers, config), self.name)
+    def score_labels(self) -> dict[str, Any]:
+        return {"criterion": self.criterion}
 
-    def score(self, model, calibration: torch.LongTensor, config: ShortenedConfig) -> Scores:
-        check_calibration(calibration)
-        adapter = get_adapter(model)
-        values = self.measure(adapter, calibration, config.batch_size)
-        return Scores(
-            tensors={self.score_key: values},
-            meta={
-                "criterion": self.criterion,
-                "num_layers": adapter.num_layers,
-                "order": ascending_order(values),
-                "nsamples": int(calibration.shape[0]),
-                "seqlen": int(calibration.shape[1]),
-            },
-        )
-
-    def select(self, scores: Scores, model, target_ratio: float, config: ShortenedConfig) -> PruningPlan:
-        adapter = get_adapter(model)
-        values = scores.tensors[self.score_key]
-        check_scores_match(len(values), adapter, self.name)
-        protected = self._protected(adapter.num_layers, config)
-        check_block_ratio(adapter, target_ratio, protected, self.name)
-        order = ascending_order(values)
-        return plan_from_block_order(
-            adapter,
-            removable_order(order, protected, adapter.num_layers),
-            target_ratio,
-            method=self.name,
-            params=config.to_dict(),
-            notes={
-                "criterion": self.criterion,
-                "plus_heuristic": config.plus_heuristic,
-                "protected_blocks": protected,
-                "block_order": order,
-            },
-        )
+    def plan_labels(self, config: ShortenedConfig, protected: list[int]) -> dict[str, Any]:
+        return {
+            "criterion": self.criterion,
+            "plus_heuristic": config.plus_heuristic,
+            "protected_blocks": protected,
+        }
 
 
 @register("shortened-ppl")

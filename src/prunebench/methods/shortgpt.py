@@ -27,19 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods import Method, MethodConfig, Scores, register
-from prunebench.methods.block_ranking import (
-    ascending_order,
-    check_block_ratio,
-    check_calibration,
-    check_scores_match,
-    layer_io_hooks,
-    plan_from_block_order,
-    removable_order,
-)
-from prunebench.models import get_adapter
+from prunebench.methods import MethodConfig, register
+from prunebench.methods.block_ranking import BlockRanking, layer_io_hooks
 from prunebench.models.adapter import ModelAdapter
-from prunebench.plan import PruningPlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,43 +65,12 @@ def block_influence(adapter: ModelAdapter, calibration: torch.LongTensor, batch_
 
 
 @register("shortgpt")
-class ShortGPT(Method):
+class ShortGPT(BlockRanking):
     """ShortGPT: delete the layers whose input and output hidden states are most alike (lowest BI).
 
-    See the module docstring for the steps; scores are per-layer Block Influence (``block_influence``)."""
+    See the module docstring for the steps; scores are per-layer Block Influence (``block_influence``),
+    ranked and cut by :class:`BlockRanking` (step 3)."""
 
     Config = ShortGPTConfig
-    families = ("llama", "mistral", "qwen2")
-
-    def check_ratio(self, model, target_ratio: float, config: ShortGPTConfig) -> None:
-        super().check_ratio(model, target_ratio, config)
-        check_block_ratio(get_adapter(model), target_ratio, [], self.name)
-
-    def score(self, model, calibration: torch.LongTensor, config: ShortGPTConfig) -> Scores:
-        check_calibration(calibration)
-        adapter = get_adapter(model)
-        values = block_influence(adapter, calibration, config.batch_size)
-        return Scores(
-            tensors={"block_influence": values},
-            meta={
-                "num_layers": adapter.num_layers,
-                "order": ascending_order(values),
-                "nsamples": int(calibration.shape[0]),
-                "seqlen": int(calibration.shape[1]),
-            },
-        )
-
-    def select(self, scores: Scores, model, target_ratio: float, config: ShortGPTConfig) -> PruningPlan:
-        adapter = get_adapter(model)
-        values = scores.tensors["block_influence"]
-        check_scores_match(len(values), adapter, self.name)
-        check_block_ratio(adapter, target_ratio, [], self.name)
-        order = ascending_order(values)
-        return plan_from_block_order(
-            adapter,
-            removable_order(order, [], adapter.num_layers),
-            target_ratio,
-            method=self.name,
-            params=config.to_dict(),
-            notes={"block_order": order},
-        )
+    score_key = "block_influence"
+    measure = staticmethod(block_influence)
