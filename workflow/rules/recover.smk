@@ -13,7 +13,7 @@ rule recover:
         recovery=recovery_spec,
         spec=model_spec,
         seed=config["seed"],
-    threads: 2
+    threads: 1
     resources:
         gpu=gpu_count,
     conda:
