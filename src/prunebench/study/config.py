@@ -88,3 +88,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
             raise PrunebenchError(f"config.models.{name}.path: model directory {path!r} does not exist")
     if len(set(config["ratios"])) != len(config["ratios"]):
         raise PrunebenchError("config.ratios: ratios must be unique")
+    for name, spec in config["recovery"].items():
+        extra = set(spec.get("ratios", [])) - set(config["ratios"])
+        if extra:
+            raise PrunebenchError(
+                f"config.recovery.{name}.ratios: {sorted(extra)} not among config.ratios {config['ratios']}"
+            )

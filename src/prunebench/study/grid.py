@@ -27,6 +27,11 @@ class Variant:
         return f"results/{self.model}/{self.method}/r{self.ratio}/{self.recovery}"
 
 
+def recovered_at(config: dict[str, Any], recovery: str, ratio: float) -> bool:
+    """Whether recovery variant ``recovery`` runs at ``ratio`` (its ``ratios`` key; default all)."""
+    return recovery == "none" or ratio in config["recovery"][recovery].get("ratios", config["ratios"])
+
+
 def variants(config: dict[str, Any]) -> list[Variant]:
     """The dense model once per model, then every method x ratio x recovery variant."""
     out = []
@@ -35,5 +40,6 @@ def variants(config: dict[str, Any]) -> list[Variant]:
         for method in config["methods"]:
             for ratio in config["ratios"]:
                 for recovery in config["recovery"]:
-                    out.append(Variant(model, method, ratio_tag(ratio), recovery))
+                    if recovered_at(config, recovery, ratio):
+                        out.append(Variant(model, method, ratio_tag(ratio), recovery))
     return out

@@ -12,7 +12,13 @@ from prunebench.errors import PrunebenchError
 
 @contextlib.contextmanager
 def logged(snakemake: Any) -> Iterator[None]:
-    """Send the job's stdout and stderr to its log; a ``PrunebenchError`` ends it with one clear line."""
+    """Send the job's stdout and stderr to its log; a ``PrunebenchError`` ends it with one clear line.
+
+    torch gets exactly the job's threads: more would spin against the other jobs on the machine.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, int(snakemake.threads)))
     with open(snakemake.log[0], "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             yield

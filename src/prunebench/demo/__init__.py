@@ -1,0 +1,8 @@
+"""Build the offline demo assets: public-domain corpus, BPE tokenizer, trained demo Llama, local tasks.
+
+One module per job: :mod:`.debian` reads Debian packages, :mod:`.corpus` builds the text splits,
+:mod:`.tokenizer` trains the BPE tokenizer, :mod:`.model` defines and saves the demo Llama,
+:mod:`.train` trains it, :mod:`.perplexity` and :mod:`.evaluate` measure it, :mod:`.card` writes its
+model card, :mod:`.text`, :mod:`.tasks` and :mod:`.wordnet` build the zero-shot tasks;
+:mod:`.atomic` and :mod:`.entry` are the shared file-writing and command helpers.
+"""
