@@ -14,9 +14,6 @@ from prunebench.models import apply_plan, get_adapter, load_pretrained
 from prunebench.models.counting import achieved_ratios
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
-pytestmark = pytest.mark.skipif(
-    not (DEMO / "model" / "model.safetensors").is_file(), reason="demo model not built yet"
-)
 
 
 @pytest.fixture(scope="module")

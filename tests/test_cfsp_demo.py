@@ -17,6 +17,7 @@ from prunebench.models.counting import achieved_ratios
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 MODEL, CORPUS = DEMO / "model", DEMO / "corpus"
 PPL_SEQLEN, PPL_WINDOWS = 128, 8  # a fixed prefix of the test split: 8 windows of 128 tokens
+# The default study's shared calibration size (config.yaml): 16 samples of 128 tokens, seed 0.
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,7 +28,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def demo():
     model, tokenizer = load_pretrained(str(MODEL))
-    samples = calibration_samples(tokenizer, load_text(str(CORPUS), "train"), 32, 128, 0)
+    samples = calibration_samples(tokenizer, load_text(str(CORPUS), "train"), 16, 128, 0)
     test_text = load_text(str(CORPUS), "test")
     scores = {}
     for name in ("cfsp", "magnitude-sp"):

@@ -13,7 +13,7 @@ rule score:
         model=base_model,
         method_params=library_method_params,
         spec=model_spec,
-    threads: 2
+    threads: 1
     resources:
         gpu=gpu_count,
     conda:

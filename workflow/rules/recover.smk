@@ -10,10 +10,13 @@ rule recover:
     benchmark:
         f"{BENCH}/recover/{{model}}/{{method}}/r{{ratio}}/{{trained}}.tsv"
     params:
+        # Outside the output directory, which Snakemake deletes before a job reruns: an interrupted
+        # recovery resumes from its last checkpoint.
+        checkpoint_dir="results/{model}/{method}/r{ratio}/{trained}/resume",
         recovery=recovery_spec,
         spec=model_spec,
         seed=config["seed"],
-    threads: 2
+    threads: 1
     resources:
         gpu=gpu_count,
     conda:

@@ -7,7 +7,14 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     sm = snakemake  # noqa: F821
     spec = sm.params.recovery
     argv = ["recover", "--model", sm.input.model, "--variant", sm.wildcards.trained, "--out", sm.output[0]]
-    argv += ["--data", spec["data"], "--seed", str(sm.params.seed)]
+    argv += [
+        "--data",
+        spec["data"],
+        "--seed",
+        str(sm.params.seed),
+        "--checkpoint-dir",
+        sm.params.checkpoint_dir,
+    ]
     argv += ["--batch-size", str(spec["batch_size"]), "--seqlen", str(spec["seqlen"])]
     if "tokens" in spec:
         argv += ["--tokens", str(spec["tokens"])]

@@ -61,7 +61,28 @@ def _alpaca(split: str) -> str:
     )
 
 
+def _bookcorpus(split: str) -> str:
+    """BookCorpus (Shortened-LLaMA's calibration set); it has only a train split."""
+    from datasets import load_dataset
+
+    rows = load_dataset("bookcorpus", split="train[:20000]", trust_remote_code=True)
+    return "\n".join(rows["text"])
+
+
+def _pg19(split: str) -> str:
+    """PG19 books (ShortGPT's calibration set): the first 20 books of the split."""
+    from datasets import load_dataset
+
+    rows = load_dataset(
+        "emozilla/pg19",
+        split={"train": "train[:20]", "validation": "validation[:20]", "test": "test[:20]"}[split],
+    )
+    return "\n\n".join(rows["text"])
+
+
 HUB_SOURCES: dict[str, Callable[[str], str]] = {
+    "bookcorpus": _bookcorpus,
+    "pg19": _pg19,
     "wikitext2": _wikitext2,
     "ptb": _ptb,
     "c4": _c4,
@@ -72,7 +93,7 @@ HUB_SOURCES: dict[str, Callable[[str], str]] = {
 def load_text(source: str, split: str = "train") -> str:
     """The text of ``split`` from ``source``: a file (.txt/.txt.gz), a directory of splits, or a Hub data set.
 
-    Hub names: ``wikitext2``, ``c4``, ``ptb``, ``alpaca``. An unknown name, a missing file or empty
+    Hub names: ``wikitext2``, ``c4``, ``ptb``, ``alpaca``, ``bookcorpus``, ``pg19``. An unknown name, a missing file or empty
     text is a ``PrunebenchError``.
     """
     if split not in SPLITS:
