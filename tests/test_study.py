@@ -125,9 +125,12 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
     )
-    first = interrupted / "results" / "tiny" / "magnitude-sp" / "r0.30" / "none" / "model" / "config.json"
+    # Kill once a job downstream of the first pruned model has finished: by then Snakemake has
+    # recorded the model's job as complete, so resuming must not redo it.
+    variant = interrupted / "results" / "tiny" / "magnitude-sp" / "r0.30" / "none"
+    first, downstream = variant / "model" / "config.json", variant / "eval" / "ppl_demo_32.json"
     deadline = time.time() + 600
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
+    while not downstream.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert proc.poll() is None, "the run finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGKILL)
