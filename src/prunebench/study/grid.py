@@ -27,9 +27,13 @@ class Variant:
         return f"results/{self.model}/{self.method}/r{self.ratio}/{self.recovery}"
 
 
-def recovered_at(config: dict[str, Any], recovery: str, ratio: float) -> bool:
-    """Whether recovery variant ``recovery`` runs at ``ratio`` (its ``ratios`` key; default all)."""
-    return recovery == "none" or ratio in config["recovery"][recovery].get("ratios", config["ratios"])
+def recovered(config: dict[str, Any], recovery: str, method: str, ratio: float) -> bool:
+    """Whether recovery variant ``recovery`` runs for ``method`` at ``ratio`` (its ``methods`` and
+    ``ratios`` keys; default all)."""
+    if recovery == "none":
+        return True
+    spec = config["recovery"][recovery]
+    return ratio in spec.get("ratios", config["ratios"]) and method in spec.get("methods", config["methods"])
 
 
 def variants(config: dict[str, Any]) -> list[Variant]:
@@ -40,6 +44,6 @@ def variants(config: dict[str, Any]) -> list[Variant]:
         for method in config["methods"]:
             for ratio in config["ratios"]:
                 for recovery in config["recovery"]:
-                    if recovered_at(config, recovery, ratio):
+                    if recovered(config, recovery, method, ratio):
                         out.append(Variant(model, method, ratio_tag(ratio), recovery))
     return out
