@@ -69,6 +69,11 @@ def _tiny() -> dict:
             lambda c: c["methods"].update({"mine": {"kind": "rule"}}),
             r"needs workflow/rules/methods/mine\.smk",
         ),
+        (
+            lambda c: c["recovery"]["lora"].update(methods=["flap"]),
+            r"config\.recovery\.lora\.methods: \['flap'\]",
+        ),
+        (lambda c: c["recovery"]["lora"].update(ratios=[0.5]), r"config\.recovery\.lora\.ratios: \[0\.5\]"),
     ],
 )
 def test_bad_config_names_the_key(change, message, monkeypatch):

@@ -94,3 +94,8 @@ def _check_semantics(config: dict[str, Any]) -> None:
             raise PrunebenchError(
                 f"config.recovery.{name}.ratios: {sorted(extra)} not among config.ratios {config['ratios']}"
             )
+        unknown = set(spec.get("methods", [])) - set(config["methods"])
+        if unknown:
+            raise PrunebenchError(
+                f"config.recovery.{name}.methods: {sorted(unknown)} not among config.methods"
+            )
