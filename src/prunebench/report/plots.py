@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -21,8 +22,8 @@ CAPTIONS = {
     "recovery variant. The dense model sits at 0. Lower is better.",
     "accuracy_vs_ratio": "Mean zero-shot accuracy over the evaluated tasks against the achieved ratio, one panel "
     "per recovery variant. The dashed line is the dense model.",
-    "speedup_vs_ratio": "Measured decode and prefill speed-up over the dense model (solid, measured side by side "
-    "in one process) and the ideal speed-up from FLOPs (dashed), against the achieved ratio.",
+    "speedup_vs_ratio": "Measured decode and prefill speed-up over the dense model (filled markers, measured side "
+    "by side in one process) and the ideal speed-up from FLOPs (hollow markers), against the achieved ratio.",
     "pareto": "Accuracy against measured decode latency for every variant (recovered variants share the "
     "latency of their pruned shape); the line joins the Pareto front (no other variant is both faster and "
     "more accurate).",
@@ -31,6 +32,21 @@ CAPTIONS = {
     "cost": "Cost of each method: scoring (once per model), pruning (per ratio) and recovery (per variant), "
     "wall-clock seconds from Snakemake's benchmark files.",
 }
+
+
+MARKERS = "osD^v<>pPX*h"
+
+
+def _style(label: str, labels: list[str]) -> dict[str, Any]:
+    """The same colour and marker for a method in every plot (20 colours, so none repeats soon)."""
+    i = sorted(labels).index(label)
+    return {"color": plt.get_cmap("tab20")(i % 20), "marker": MARKERS[i % len(MARKERS)]}
+
+
+def _recoveries(frame: pd.DataFrame) -> list[str]:
+    """Recovery variants present, ``none`` first, then in order of appearance."""
+    found = list(dict.fromkeys(frame["recovery"]))
+    return sorted(found, key=lambda r: (r != "none", found.index(r))) or ["none"]
 
 
 def _pruned(results: pd.DataFrame) -> pd.DataFrame:
@@ -51,7 +67,8 @@ def ppl_vs_ratio(results: pd.DataFrame) -> plt.Figure | None:
     dataset, seqlen = ppl.iloc[0]["dataset"], ppl.iloc[0]["seqlen"]
     ppl = ppl[(ppl["dataset"] == dataset) & (ppl["seqlen"] == seqlen)]
     dense = ppl[ppl["method"] == DENSE]["value"]
-    recoveries = list(dict.fromkeys(_pruned(ppl)["recovery"])) or ["none"]
+    labels = list(_pruned(ppl)["method_label"].unique())
+    recoveries = _recoveries(_pruned(ppl))
     fig, axes = _panels(recoveries)
     for ax, recovery in zip(axes, recoveries, strict=True):
         part = _pruned(ppl)[_pruned(ppl)["recovery"] == recovery]
@@ -59,13 +76,15 @@ def ppl_vs_ratio(results: pd.DataFrame) -> plt.Figure | None:
             group = group.sort_values("achieved_decoder_ratio")
             xs = [0.0, *group["achieved_decoder_ratio"]]
             ys = [dense.iloc[0] if not dense.empty else np.nan, *group["value"]]
-            ax.plot(xs, ys, marker="o", label=label)
+            ax.plot(xs, ys, label=label, **_style(label, labels))
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_title(f"recovery: {recovery}")
         ax.set_xlabel("achieved decoder ratio")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"perplexity ({dataset}, {int(seqlen)} tokens)")
-    axes[-1].legend(fontsize=7, loc="upper left")
+    axes[0].legend(fontsize=7, loc="upper left")
     return fig
 
 
@@ -76,20 +95,21 @@ def accuracy_vs_ratio(results: pd.DataFrame, headline: str) -> plt.Figure | None
     keys = ["method", "method_label", "recovery", "achieved_decoder_ratio"]
     mean = zs.groupby(keys, as_index=False)["value"].mean()
     dense = mean[mean["method"] == DENSE]["value"]
-    recoveries = list(dict.fromkeys(_pruned(mean)["recovery"])) or ["none"]
+    labels = list(_pruned(mean)["method_label"].unique())
+    recoveries = _recoveries(_pruned(zs))
     fig, axes = _panels(recoveries)
     for ax, recovery in zip(axes, recoveries, strict=True):
         part = _pruned(mean)[_pruned(mean)["recovery"] == recovery]
         for label, group in part.groupby("method_label", sort=True):
             group = group.sort_values("achieved_decoder_ratio")
-            ax.plot(group["achieved_decoder_ratio"], group["value"], marker="o", label=label)
+            ax.plot(group["achieved_decoder_ratio"], group["value"], label=label, **_style(label, labels))
         if not dense.empty:
             ax.axhline(dense.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
         ax.set_title(f"recovery: {recovery}")
         ax.set_xlabel("achieved decoder ratio")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"mean zero-shot {headline}")
-    axes[-1].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     return fig
 
 
@@ -106,23 +126,19 @@ def speedup_vs_ratio(results: pd.DataFrame) -> plt.Figure | None:
         ],
         strict=True,
     ):
-        for i, (label, group) in enumerate(speed.groupby("method_label", sort=True)):
-            color = f"C{i % 10}"
-            for metric, style in ((measured, "-o"), (ideal, "--")):
+        labels = list(speed["method_label"].unique())
+        for label, group in speed.groupby("method_label", sort=True):
+            style = _style(label, labels)
+            for metric, line, fill in ((measured, "-", style["color"]), (ideal, "--", "none")):
                 points = group[group["metric"] == metric].groupby("achieved_decoder_ratio")["value"].median()
-                ax.plot(
-                    points.index,
-                    points.values,
-                    style,
-                    color=color,
-                    label=label if metric == measured else None,
-                )
+                ax.plot(points.index, points.values, line, color=style["color"], marker=style["marker"],
+                        markerfacecolor=fill, label=label if metric == measured else None)  # fmt: skip
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_title(f"{title} speed-up (solid measured, dashed ideal)")
+        ax.set_title(f"{title} speed-up (filled: measured, hollow: ideal)")
         ax.set_xlabel("achieved decoder ratio")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("speed-up over dense")
-    axes[0][1].legend(fontsize=7)
+    axes[0][1].legend(fontsize=7, ncol=2)
     return fig
 
 
@@ -137,8 +153,16 @@ def pareto(results: pd.DataFrame, headline: str) -> plt.Figure | None:
     latency = lat.groupby(shape)["value"].median().rename("latency").reset_index()
     points = acc.merge(latency, on=shape).dropna().sort_values("latency")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (label, group) in enumerate(points.groupby("method_label", sort=True)):
-        ax.scatter(group["latency"] * 1e3, group["accuracy"], color=f"C{i % 10}", label=label)
+    labels = list(points["method_label"].unique())
+    for label, group in points.groupby("method_label", sort=True):
+        style = _style(label, labels)
+        ax.scatter(
+            group["latency"] * 1e3,
+            group["accuracy"],
+            color=style["color"],
+            marker=style["marker"],
+            label=label,
+        )
     front, best = [], -np.inf
     for row in points.itertuples():
         if row.accuracy > best:
