@@ -27,6 +27,7 @@ Speed-ups (ours; none of them changes a decision, see `greedy_reference.referenc
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from prunebench.models import get_adapter
 CandidateList = Callable[[list[Removal]], list[Removal]]
 
 
-class Criterion:
+class Criterion(abc.ABC):
     """How the logits of one calibration batch become the search score.
 
     The score of a candidate is `finalize(total)`, where `total` is the float64 sum, in row order, of
@@ -52,13 +53,13 @@ class Criterion:
 
     row_floor: float = 0.0
 
+    @abc.abstractmethod
     def row_values(self, logits: torch.Tensor, batch_index: int) -> list[float]:
         """One contribution per row of the batch."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def finalize(self, total: float) -> float:
         """The score from the sum of all row values."""
-        raise NotImplementedError
 
 
 def accumulate(total: float, values: Sequence[float]) -> float:
