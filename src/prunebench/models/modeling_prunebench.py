@@ -74,6 +74,21 @@ def _linear_like(old: nn.Linear, in_features: int, out_features: int, bias: bool
     return nn.Linear(in_features, out_features, bias=bias, device=old.weight.device, dtype=old.weight.dtype)
 
 
+def _remove_sublayer(
+    layer: nn.Module, name: str, norm: str, out_proj: str, bias_name: str, spec: dict
+) -> None:
+    """Drop a sublayer and its RMSNorm; keep an (uninitialised) constant bias if the spec records one."""
+    weight = getattr(getattr(layer, name), out_proj).weight
+    setattr(layer, name, None)
+    setattr(layer, norm, None)
+    if spec.get(f"{out_proj}_bias", False):
+        setattr(
+            layer,
+            bias_name,
+            nn.Parameter(torch.zeros(weight.shape[0], device=weight.device, dtype=weight.dtype)),
+        )
+
+
 def reshape_layer(layer: nn.Module, spec: dict[str, Any], head_dim: int, group_size: int) -> None:
     """Give one decoder layer the shapes in ``spec`` (fresh, uninitialised weights of the right size).
 
@@ -84,14 +99,7 @@ def reshape_layer(layer: nn.Module, spec: dict[str, Any], head_dim: int, group_s
     make_skippable(layer)
     kv_heads, channels = int(spec["kv_heads"]), int(spec["intermediate_size"])
     if kv_heads == 0:
-        hidden = layer.self_attn.o_proj.out_features
-        weight = layer.self_attn.o_proj.weight
-        layer.self_attn = None
-        layer.input_layernorm = None
-        if spec.get("o_proj_bias", False):
-            layer.removed_attn_bias = nn.Parameter(
-                torch.zeros(hidden, device=weight.device, dtype=weight.dtype)
-            )
+        _remove_sublayer(layer, "self_attn", "input_layernorm", "o_proj", "removed_attn_bias", spec)
     else:
         attn = layer.self_attn
         q_out, kv_out = kv_heads * group_size * head_dim, kv_heads * head_dim
@@ -101,14 +109,7 @@ def reshape_layer(layer: nn.Module, spec: dict[str, Any], head_dim: int, group_s
         attn.v_proj = _linear_like(attn.v_proj, hidden, kv_out, attn.v_proj.bias is not None)
         attn.o_proj = _linear_like(attn.o_proj, q_out, hidden, bool(spec.get("o_proj_bias", False)))
     if channels == 0:
-        hidden = layer.mlp.down_proj.out_features
-        weight = layer.mlp.down_proj.weight
-        layer.mlp = None
-        layer.post_attention_layernorm = None
-        if spec.get("down_proj_bias", False):
-            layer.removed_mlp_bias = nn.Parameter(
-                torch.zeros(hidden, device=weight.device, dtype=weight.dtype)
-            )
+        _remove_sublayer(layer, "mlp", "post_attention_layernorm", "down_proj", "removed_mlp_bias", spec)
     else:
         mlp = layer.mlp
         hidden = mlp.gate_proj.in_features
