@@ -318,6 +318,13 @@ def test_unknown_option():
         CfspConfig.from_params({"round_too": 8})
 
 
+def test_command_line_strings_are_coerced_to_optional_fields():
+    assert CfspConfig.from_params({"ffn_ratio": "0.5", "round_to": "8"}).ffn_ratio == 0.5
+    assert CfspConfig.from_params({"ffn_ratio": "none"}).ffn_ratio is None
+    with pytest.raises(PrunebenchError, match="ffn_ratio='half' is not a valid float"):
+        CfspConfig.from_params({"ffn_ratio": "half"})
+
+
 def test_unsupported_family_and_short_calibration_fail_before_forward():
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=96)).eval()

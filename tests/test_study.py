@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -74,6 +75,14 @@ def _tiny() -> dict:
             r"config\.recovery\.lora\.methods: \['flap'\]",
         ),
         (lambda c: c["recovery"]["lora"].update(ratios=[0.5]), r"config\.recovery\.lora\.ratios: \[0\.5\]"),
+        (
+            lambda c: c["recovery"]["lora"]["params"].update(lora_rank=4),
+            r"config\.recovery\.lora\.params: unknown recovery option 'lora_rank'; did you mean lora_r",
+        ),
+        (
+            lambda c: c["recovery"]["lora"]["params"].update(lr=1e-3),
+            r"config\.recovery\.lora\.params\.lr: set it as config\.recovery\.lora\.lr",
+        ),
     ],
 )
 def test_bad_config_names_the_key(change, message, monkeypatch):
@@ -117,6 +126,9 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
         "dtype",
     ):
         assert column in table
+    lora = json.loads(next((full / "results" / "tiny").glob("*/r0.30/lora/model/summary.json")).read_text())
+    assert lora["hyper_parameters"]["lora_r"] == 4  # the config's recovery params reach the job
+    assert lora["hyper_parameters"]["target_modules"] == ["q_proj", "down_proj"]
     pruned = table[table["method"] != "dense"]
     assert (abs(pruned["achieved_decoder_ratio"] - pruned["target_ratio"]) < 0.05).all()
     assert (full / "results" / "report" / "index.html").stat().st_size > 10_000

@@ -1,7 +1,7 @@
 """Recover a pruned model under the study's budget (rule recover)."""
 
 from prunebench.cli import main
-from prunebench.study.script import logged
+from prunebench.study.script import logged, params_argv
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -24,4 +24,5 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
         argv += ["--lr", str(spec["lr"])]
     if sm.input.scores:
         argv += ["--scores", sm.input.scores]
+    argv += params_argv(spec["params"])
     raise SystemExit(main([*argv, "--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]))

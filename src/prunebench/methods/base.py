@@ -65,18 +65,25 @@ class MethodConfig:
 
 
 def _coerce(key: str, value: Any, declared: Any) -> Any:
-    """Turn command-line strings into the declared scalar type (``"0.5"`` for a float field, ...)."""
+    """Turn command-line strings into the declared scalar type (``"0.5"`` for a float field, ...).
+
+    An optional field (``float | None``) also takes ``none`` / ``null`` for None.
+    """
     name = declared if isinstance(declared, str) else getattr(declared, "__name__", str(declared))
-    if not isinstance(value, str) or name == "str":
+    kinds = [part.strip() for part in name.split("|")]
+    if not isinstance(value, str) or "str" in kinds:
         return value
+    if "None" in kinds and value.lower() in ("none", "null"):
+        return None
+    kind = next(k for k in kinds if k != "None")
     try:
-        if name == "bool":
+        if kind == "bool":
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(value)
             return value.lower() in ("true", "1", "yes")
-        if name == "int":
+        if kind == "int":
             return int(value)
-        if name == "float":
+        if kind == "float":
             return float(value)
     except ValueError:
         raise PrunebenchError(f"option {key}={value!r} is not a valid {name}") from None

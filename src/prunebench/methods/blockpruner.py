@@ -17,6 +17,7 @@ from prunebench.methods.greedy_method import (
     calibration_batches,
     check_dense,
     check_reachable,
+    next_token_nll,
     scores_from_search,
 )
 from prunebench.methods.greedy_search import CandidateList, Criterion, greedy_search
@@ -78,19 +79,18 @@ class CalibrationPerplexity(Criterion):
     """
 
     def __init__(self, batches: list[torch.Tensor], pad_token_id: int | None):
-        self.labels = [b[:, 1:] for b in batches]
+        self.batches = batches
         self.rows = sum(int(b.shape[0]) for b in batches)
         self.pad = pad_token_id if pad_token_id else None
 
     def row_values(self, logits: torch.Tensor, batch_index: int) -> list[float]:
-        labels = self.labels[batch_index].to(logits.device)
-        shifted = logits[:, :-1, :].float().permute(0, 2, 1)
+        ids = self.batches[batch_index]
         if self.pad is None:
-            nll = nn.functional.cross_entropy(shifted, labels, reduction="none")
-            mask = torch.ones_like(labels, dtype=torch.bool)
+            nll = next_token_nll(logits, ids)
+            mask = torch.ones_like(nll, dtype=torch.bool)
         else:
-            nll = nn.functional.cross_entropy(shifted, labels, reduction="none", ignore_index=self.pad)
-            mask = labels != self.pad
+            nll = next_token_nll(logits, ids, ignore_index=self.pad)
+            mask = ids[:, 1:].to(logits.device) != self.pad
         return ((nll * mask).sum(dim=1) / mask.sum(dim=1)).double().tolist()
 
     def finalize(self, total: float) -> float:

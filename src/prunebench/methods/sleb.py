@@ -14,6 +14,7 @@ from prunebench.methods.greedy_method import (
     calibration_batches,
     check_dense,
     check_reachable,
+    next_token_nll,
     scores_from_search,
 )
 from prunebench.methods.greedy_search import Criterion, greedy_search
@@ -55,10 +56,8 @@ class SummedNll(Criterion):
         self.inputs = batches
 
     def row_values(self, logits: torch.Tensor, batch_index: int) -> list[float]:
-        ids = self.inputs[batch_index].to(logits.device)
-        nll = nn.functional.cross_entropy(
-            logits[:, :-1, :].float().permute(0, 2, 1), ids[:, 1:], reduction="none"
-        ).mean(dim=1)
+        ids = self.inputs[batch_index]
+        nll = next_token_nll(logits, ids).mean(dim=1)
         return (nll * ids.shape[1]).double().tolist()
 
     def finalize(self, total: float) -> float:

@@ -89,6 +89,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if len(set(config["ratios"])) != len(config["ratios"]):
         raise PrunebenchError("config.ratios: ratios must be unique")
     for name, spec in config["recovery"].items():
+        _check_recovery_params(name, spec)
         extra = set(spec.get("ratios", [])) - set(config["ratios"])
         if extra:
             raise PrunebenchError(
@@ -99,3 +100,22 @@ def _check_semantics(config: dict[str, Any]) -> None:
             raise PrunebenchError(
                 f"config.recovery.{name}.methods: {sorted(unknown)} not among config.methods"
             )
+
+
+#: Recovery options the schema sets as keys of their own (the CLI flags of `prunebench recover`).
+RECOVERY_KEYS = ("batch_size", "seqlen", "lr")
+
+
+def _check_recovery_params(name: str, spec: dict[str, Any]) -> None:
+    """``recovery.<name>.params`` must be options `RecoveryConfig` knows, with valid values."""
+    from prunebench.recovery import RecoveryConfig
+
+    params = spec.get("params", {})
+    where = f"config.recovery.{name}.params"
+    for key in RECOVERY_KEYS:
+        if key in params:
+            raise PrunebenchError(f"{where}.{key}: set it as config.recovery.{name}.{key}")
+    try:
+        RecoveryConfig.from_params(params)
+    except PrunebenchError as exc:
+        raise PrunebenchError(f"{where}: {exc}") from None

@@ -30,8 +30,9 @@ def logged(snakemake: Any) -> Iterator[None]:
 
 
 def params_argv(params: dict[str, Any]) -> list[str]:
-    """``--param key=value`` flags for a method's options from the config."""
+    """``--param key=value`` flags for options from the config; a list becomes ``a,b,c``."""
     argv = []
     for key, value in params.items():
-        argv += ["--param", f"{key}={value}"]
+        text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+        argv += ["--param", f"{key}={text}"]
     return argv
