@@ -4,6 +4,10 @@ Both searches must return the same order (checked); the script prints fast, naiv
 
     PYTHONPATH=src python benchmarks/bench_greedy.py --model resources/demo/model \
         --text resources/demo/corpus --steps 6 --threads 1
+
+`--random-layers 32` times a random-initialised model of the demo's widths with 32 layers instead (the
+depth of Llama-2-7B): the orders mean nothing there, but they must still agree, and the ratio shows how
+the prefix cache scales with depth.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import time
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from prunebench.methods import get_method
 from prunebench.methods.blockpruner import CalibrationPerplexity, candidate_list
@@ -57,12 +62,23 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--cache-gb", type=float, default=8.0)
     parser.add_argument(
+        "--random-layers",
+        type=int,
+        default=0,
+        help="time a random-initialised model of --model's widths with this many layers instead (speed only)",
+    )
+    parser.add_argument(
         "--methods", nargs="+", default=["blockpruner", "finercut"], choices=["blockpruner", "finercut"]
     )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+    if args.random_layers:
+        torch.manual_seed(0)
+        shape = model.config.to_dict() | {"num_hidden_layers": args.random_layers}
+        model = AutoModelForCausalLM.from_config(type(model.config).from_dict(shape))
+        model = model.to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
     layers = get_adapter(model).num_layers
     print(f"model {args.model}: {layers} layers, device {args.device}, {torch.get_num_threads()} threads")
 

@@ -118,3 +118,17 @@ def test_unsupported_family():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=96)).eval()
     with pytest.raises(PrunebenchError, match="gpt2"):
         get_method("magnitude-sp").score(gpt2, None, MagnitudeSpConfig.from_params({}))
+
+
+def test_data_free_scoring_loads_no_calibration_text(tmp_path):
+    from prunebench.steps import prune_model, score_model
+
+    model_dir = "tests/data/tiny-model"
+    missing = str(tmp_path / "no-such-corpus.txt")  # loading it would fail: proves it is never read
+    scores = score_model(model_dir, "magnitude-sp", tmp_path / "scores", calib=missing)
+    assert scores.meta["calibration"] is None
+    assert not (tmp_path / "scores" / "calibration.safetensors").exists()
+    plan = prune_model(model_dir, "magnitude-sp", 0.3, tmp_path / "pruned", calib=missing)
+    assert plan.notes["achieved_decoder_ratio"] == pytest.approx(0.3, abs=0.05)
+    with pytest.raises(PrunebenchError, match="no-such-corpus"):
+        score_model(model_dir, "wanda-sp", tmp_path / "wanda", calib=missing)

@@ -16,7 +16,7 @@ from prunebench.data import calibration_samples, load_samples, load_text, save_s
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation.cost import measure_cost
 from prunebench.io import atomic_directory
-from prunebench.methods import Scores, get_method
+from prunebench.methods import Method, MethodConfig, Scores, get_method
 from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pretrained
 from prunebench.models.checkpoint import load_skeleton
 from prunebench.models.counting import decoder_params, total_params
@@ -48,35 +48,45 @@ def score_model(
     """Score ``model_path`` with a method and save the scores with the calibration samples they used.
 
     Samples come from ``samples_path`` (shared calibration) or are drawn from ``calib`` (default:
-    the method's official data set) with the method's sample count, length and seed.
+    the method's official data set) with the method's sample count, length and seed. A data-free
+    method (``uses_calibration = False``) gets none, and no text is loaded.
     """
     method = get_method(method_name)
     config = method.config(params)
     model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
     method.check_model(model)
-    if samples_path is not None:
-        samples = load_samples(samples_path)
-        source = str(samples_path)
-    else:
-        if tokenizer is None:
-            raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
+    samples = source = None
+    if method.uses_calibration and samples_path is not None:
+        samples, source = load_samples(samples_path), str(samples_path)
+    elif method.uses_calibration:
         source = calib or config.calib_dataset
-        samples = method.calibration(tokenizer, source, config)
+        samples = _method_calibration(method, tokenizer, source, config, model_path)
     with measure_cost("score", device=device) as cost:
-        scores = method.score(model, samples.to(device), config)
+        scores = method.score(model, None if samples is None else samples.to(device), config)
+    calibration = None if samples is None else {"source": source, "shape": list(samples.shape)}
     scores.meta.update(
         {
             "method": method_name,
             "params": config.to_dict(),
             "model": model_path,
-            "calibration": {"source": source, "shape": list(samples.shape)},
+            "calibration": calibration,
             "cost": cost,
         }
     )
     with atomic_directory(out_dir) as tmp:
         scores.save(tmp)
-        save_samples(samples, Path(tmp) / SAMPLES_FILE)
+        if samples is not None:
+            save_samples(samples, Path(tmp) / SAMPLES_FILE)
     return scores
+
+
+def _method_calibration(
+    method: Method, tokenizer: Any, source: str, config: MethodConfig, model_path: str
+) -> torch.Tensor:
+    """The method's own calibration rows from ``source`` (its official recipe)."""
+    if tokenizer is None:
+        raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
+    return method.calibration(tokenizer, source, config)
 
 
 def _param_counts(model: torch.nn.Module) -> dict[str, int]:
@@ -115,10 +125,10 @@ def prune_model(
             raise PrunebenchError(
                 f"{scores_dir} holds scores of {scores.meta.get('method')!r}, not {method_name!r}"
             )
+    elif not method.uses_calibration:
+        scores = method.score(model, None, config)
     else:
-        if tokenizer is None:
-            raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
-        samples = method.calibration(tokenizer, calib or config.calib_dataset, config)
+        samples = _method_calibration(method, tokenizer, calib or config.calib_dataset, config, model_path)
         scores = method.score(model, samples.to(device), config)
     with measure_cost("select", device=device) as cost:
         plan = method.select(scores, model, ratio, config)

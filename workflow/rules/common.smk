@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+from prunebench.methods import get_method
 from prunebench.study import validate_config, variants
 from prunebench.study.grid import DENSE, ratio_tag
 
@@ -72,6 +73,10 @@ def gpu_count(wildcards):
 
 
 def shared_calibration(wildcards):
+    """The shared samples, for a library method that calibrates (a data-free one needs none)."""
+    method = getattr(wildcards, "library_method", None)
+    if method is not None and not get_method(method).uses_calibration:
+        return []
     if config["calibration"]["mode"] == "shared":
         return f"results/{wildcards.model}/calibration/shared.safetensors"
     return []

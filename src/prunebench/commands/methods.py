@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
     methods = available_methods()
     width = max((len(n) for n in methods), default=0)
     for name, cls in methods.items():
-        print(f"{name:<{width}}  {cls.summary()}")
+        data_free = "" if cls.uses_calibration else " [data-free: no calibration]"
+        print(f"{name:<{width}}  {cls.summary()}{data_free}")
         if args.defaults:
             for key, value in cls.Config().to_dict().items():
                 print(f"{'':<{width}}    {key} = {value}")

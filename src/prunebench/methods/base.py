@@ -123,6 +123,8 @@ class Method(abc.ABC):
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     families: ClassVar[tuple[str, ...]] = ("llama", "mistral", "qwen2")
+    #: False for a data-free method: ``score`` gets ``None`` and no calibration text is ever loaded.
+    uses_calibration: ClassVar[bool] = True
 
     @classmethod
     def summary(cls) -> str:

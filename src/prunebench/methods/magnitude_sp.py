@@ -55,6 +55,7 @@ class MagnitudeSp(Method):
 
     Config = MagnitudeSpConfig
     families = ("llama", "mistral", "qwen2")
+    uses_calibration = False
 
     def score(self, model, calibration: torch.Tensor | None, config: MagnitudeSpConfig) -> Scores:
         """Weight norms of the dense model; the calibration samples are not used."""
