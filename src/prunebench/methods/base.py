@@ -17,6 +17,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.io import atomic_write_json
+from prunebench.options import parse_option
 from prunebench.plan import PruningPlan
 
 SCORES_TENSORS = "scores.safetensors"
@@ -65,29 +66,11 @@ class MethodConfig:
 
 
 def _coerce(key: str, value: Any, declared: Any) -> Any:
-    """Turn command-line strings into the declared scalar type (``"0.5"`` for a float field, ...).
-
-    An optional field (``float | None``) also takes ``none`` / ``null`` for None.
-    """
-    name = declared if isinstance(declared, str) else getattr(declared, "__name__", str(declared))
-    kinds = [part.strip() for part in name.split("|")]
-    if not isinstance(value, str) or "str" in kinds:
-        return value
-    if "None" in kinds and value.lower() in ("none", "null"):
-        return None
-    kind = next(k for k in kinds if k != "None")
+    """A user value as the field's declared type; a string that is not of it is a clear error."""
     try:
-        if kind == "bool":
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
+        return parse_option(value, declared)
     except ValueError:
-        raise PrunebenchError(f"option {key}={value!r} is not a valid {name}") from None
-    return value
+        raise PrunebenchError(f"option {key}={value!r} is not a valid {declared}") from None
 
 
 @dataclass

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from prunebench.errors import PrunebenchError
+from prunebench.options import parse_option
 
 #: The seven projections of a Llama-style decoder layer (LLM-Pruner / Shortened-LLaMA LoRA targets).
 SEVEN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -99,26 +100,11 @@ class RecoveryConfig:
 
 
 def _coerce(key: str, annotation: str, value):
-    """A value of the field's type; strings (command line) are parsed, ``a,b`` lists split."""
-    if isinstance(value, str) and annotation.startswith("tuple"):
-        value = value.split(",")
-    if annotation.startswith("tuple"):
-        kind = float if "float" in annotation else str
-        return tuple(kind(v) for v in value)
-    if not isinstance(value, str):
-        return value
+    """A value of the field's type (``parse_option``); a string that is not of it is a clear error."""
     try:
-        if annotation.startswith("bool"):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        if annotation.startswith("int"):
-            return int(value)
-        if annotation.startswith("float"):
-            return float(value)
+        return parse_option(value, annotation)
     except ValueError:
         raise PrunebenchError(f"recovery option {key} expects {annotation}, got {value!r}") from None
-    return value
 
 
 @dataclass(frozen=True)
