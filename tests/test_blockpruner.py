@@ -13,7 +13,7 @@ from prunebench.methods import Scores, get_method
 from prunebench.methods.blockpruner import CalibrationPerplexity, candidate_list, example_rows, text_examples
 from prunebench.methods.greedy_method import calibration_batches
 from prunebench.methods.greedy_reference import masked_score, reference_search
-from prunebench.methods.greedy_search import DecoderRunner, cache_strides, greedy_search
+from prunebench.methods.greedy_search import DecoderRunner, PrefixCache, cache_strides, greedy_search
 from prunebench.methods.removal_order import Removal, removal_params
 from prunebench.models import get_adapter, load_pretrained, save_pretrained
 from prunebench.models.counting import decoder_params, plan_decoder_ratio
@@ -61,18 +61,21 @@ STATE_BYTES = 8 * 24 * 32 * 4  # one hidden state of the whole calibration set (
 
 
 @pytest.mark.parametrize(
-    ("batch_size", "cache_gb", "strides"),
+    ("batch_size", "cache_gb", "strides", "refreshes"),
     [
-        (4, 8.0, (1, 1)),  # everything cached
-        (3, 21 * STATE_BYTES / 2**30, (1, 2)),  # full prefix cache (9 states), memo every 2nd layer
-        (3, 0.0, (4, 0)),  # no cache: every candidate starts at the embeddings
+        (4, 8.0, (1, 1), 1),  # everything cached: after the first fill the prefix adopts the winners
+        (3, 21 * STATE_BYTES / 2**30, (1, 2), 9),  # full prefix cache (9 states), memo every 2nd layer
+        (3, 0.0, (4, 0), 9),  # no cache: every candidate starts at the embeddings
     ],
 )
-def test_fast_search_returns_the_naive_order(batch_size, cache_gb, strides):
+def test_fast_search_returns_the_naive_order(monkeypatch, batch_size, cache_gb, strides, refreshes):
     model = make_tiny_model("llama3", num_hidden_layers=4, initializer_range=0.3)
     calibration = own_samples(model)
     batches = calibration_batches(calibration, batch_size, "t")
     assert cache_strides(DecoderRunner(model, batches), cache_gb, 8) == strides
+    calls = []
+    refresh = PrefixCache.refresh
+    monkeypatch.setattr(PrefixCache, "refresh", lambda self, *a: calls.append(a) or refresh(self, *a))
     criterion = CalibrationPerplexity(batches, 0)
     fast = greedy_search(
         model, batches, criterion, candidate_list(4, "mix"), 8, "t", cache_gb, progress=False
@@ -80,6 +83,7 @@ def test_fast_search_returns_the_naive_order(batch_size, cache_gb, strides):
     naive = reference_search(model, batches, criterion, candidate_list(4, "mix"), 8)
     assert fast.order == naive.order and fast.scores == naive.scores
     assert len(set(fast.order)) == 8
+    assert len(calls) == refreshes
 
 
 def test_select_takes_the_shortest_prefix_and_prunes_physically():

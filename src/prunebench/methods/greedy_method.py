@@ -29,18 +29,19 @@ def calibration_batches(calibration: torch.Tensor, batch_size: int, name: str) -
 def next_token_nll(logits: torch.Tensor, ids: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Per-token next-token cross-entropy `[B, T-1]` in fp32 (0 where the label is `ignore_index`).
 
-    The vocabulary stays the contiguous last dimension: the same values as cross-entropy over a
-    `[B, V, T]` view, about five times faster on a CPU.
+    The logits are used in place (`[B*T, V]`, vocabulary contiguous) with the labels shifted left and
+    `ignore_index` in each row's last slot, rather than copying the `[:, :-1]` slice: the same values as
+    cross-entropy over the shifted logits, without moving `B*T*V` floats.
     """
-    shifted = logits[:, :-1, :].float()
-    labels = ids[:, 1:].to(logits.device)
+    labels = torch.full_like(ids, ignore_index, device=logits.device)
+    labels[:, :-1] = ids[:, 1:]
     nll = nn.functional.cross_entropy(
-        shifted.reshape(-1, shifted.shape[-1]),
+        logits.float().reshape(-1, logits.shape[-1]),
         labels.reshape(-1),
         reduction="none",
         ignore_index=ignore_index,
     )
-    return nll.view(labels.shape)
+    return nll.view(ids.shape)[:, :-1]
 
 
 def check_dense(model: nn.Module, name: str) -> None:

@@ -14,10 +14,14 @@ Speed-ups (ours; none of them changes a decision, see `greedy_reference.referenc
   current model are cached per calibration batch, so a candidate in layer l recomputes only layers >= l
   (an MLP candidate starts after layer l's attention). After each step only the layers from the removed
   one onward are refreshed.
-- **Candidate memo.** A candidate's own states entering the layers after it stay exact for every layer
-  up to the next winner's layer, so at the next step a candidate upstream of the winner restarts there.
-  Greedy searches tend to remove deep sublayers, so most candidates recompute only a few layers.
-- `cache_gb` bounds both caches: what does not fit is kept every k-th layer (or not at all).
+- **Candidate memo.** A candidate's own states after it (entering each later layer and after its
+  attention) stay exact up to the next winner's sublayer, so at the next step a candidate upstream of
+  the winner restarts there (after the winner's attention when the winner is an MLP).
+- **The winner's states are the next prefix.** The winner was evaluated on exactly the next step's
+  removal set, so its memo is the refreshed prefix cache; the cache adopts it instead of re-running the
+  layers after the winner (one forward pass per step saved).
+- `cache_gb` bounds both caches: what does not fit is kept every k-th layer (or not at all); the memo
+  keeps after-attention states, and the prefix adopts the winner's, only when every layer fits.
 - **Early abandoning.** Every score is a monotone function of a sum of per-row contributions that have a
   known floor (0 for token losses). A candidate whose partial sum already proves it strictly worse than
   the best candidate so far is dropped before its remaining batches are run. Candidates are visited in
@@ -180,6 +184,19 @@ class PrefixCache:
 
             self.runner.run(self.entering[b][start], b, start, removed, record=record)
 
+    def adopt(self, winner: Removal, states: list[dict[tuple[int, str], torch.Tensor]]) -> None:
+        """Takes the winner's own states (every layer after it, per batch) as the refreshed cache.
+
+        Exactly what `refresh(removed | {winner}, winner.layer)` would compute: the winner's states were
+        computed by the same runs on the same removal set. Upstream of the winner nothing changes; when
+        the winner skips layer L's attention, the state after it is the state entering L.
+        """
+        for b, saved in enumerate(states):
+            for (layer, kind), hidden in saved.items():
+                (self.entering if kind == "in" else self.middle)[b][layer] = hidden
+            if winner.part != "mlp":
+                self.middle[b][winner.layer] = self.entering[b][winner.layer]
+
     def start(self, candidate: Removal, batch: int) -> tuple[torch.Tensor, int, bool]:
         """(hidden, layer, after_attention) from which a candidate's forward must start."""
         if candidate.part == "mlp" and self.stride == 1:
@@ -188,25 +205,33 @@ class PrefixCache:
         return self.entering[batch][layer], layer, False
 
 
-class CandidateMemo:
-    """Each candidate's own hidden states (entering the layers after it) from its last evaluation.
+def _position(layer: int, kind: str) -> int:
+    """Order of the residual-stream states: entering layer l (`in`) comes before after-attention (`mid`)."""
+    return 2 * layer + (kind == "mid")
 
-    After a step whose winner sits in layer l*, such a state entering a layer <= l* is still exact:
-    the new removal changes nothing upstream of it. A candidate upstream of the winner therefore restarts
-    at (up to) the winner's layer instead of its own. States are kept every `stride`-th layer; 0 = off.
+
+class CandidateMemo:
+    """Each candidate's own hidden states after it (entering later layers, and after their attention)
+    from its last evaluation.
+
+    After a step whose winner is sublayer w, such a state that comes before w in the residual stream is
+    still exact: the new removal changes nothing upstream of it. A candidate upstream of the winner
+    therefore restarts at the winner instead of at itself. States entering layers are kept every
+    `stride`-th layer (0 = off); after-attention states only when `stride` is 1.
     """
 
-    def __init__(self, stride: int):
+    def __init__(self, stride: int, num_layers: int):
         self.stride = stride
-        self.states: dict[tuple[Removal, int], dict[int, torch.Tensor]] = {}
+        self.num_layers = num_layers
+        self.states: dict[tuple[Removal, int], dict[tuple[int, str], torch.Tensor]] = {}
 
-    def start(self, candidate: Removal, batch: int) -> tuple[torch.Tensor, int] | None:
-        """(hidden, layer) of the deepest still-valid state of this candidate, if any."""
+    def start(self, candidate: Removal, batch: int) -> tuple[torch.Tensor, int, bool] | None:
+        """(hidden, layer, after_attention) of the deepest still-valid state of this candidate, if any."""
         saved = self.states.get((candidate, batch))
         if not saved:
             return None
-        layer = max(saved)
-        return saved[layer], layer
+        layer, kind = max(saved, key=lambda key: _position(*key))
+        return saved[(layer, kind)], layer, kind == "mid"
 
     def recorder(self, candidate: Removal, batch: int) -> Callable[[int, str, torch.Tensor], None] | None:
         if self.stride == 0:
@@ -214,27 +239,40 @@ class CandidateMemo:
         saved = self.states.setdefault((candidate, batch), {})
 
         def record(layer: int, kind: str, hidden: torch.Tensor) -> None:
-            if kind == "in" and layer > candidate.layer and layer % self.stride == 0:
-                saved[layer] = hidden
+            if layer > candidate.layer and (layer % self.stride == 0 if kind == "in" else self.stride == 1):
+                saved[(layer, kind)] = hidden
 
         return record
 
+    def complete_states(
+        self, winner: Removal, batches: int
+    ) -> list[dict[tuple[int, str], torch.Tensor]] | None:
+        """The winner's states of every layer after it, per batch; None if the memo does not hold them all."""
+        if self.stride != 1:
+            return None
+        states = [self.states.get((winner, b), {}) for b in range(batches)]
+        needed = 2 * (self.num_layers - 1 - winner.layer)
+        return states if all(len(saved) == needed for saved in states) else None
+
     def after_step(self, winner: Removal) -> None:
-        """Drops the winner's states and every state entering a layer after the winner's layer."""
+        """Drops the winner's states and every state downstream of the winner's sublayer."""
+        last_valid = _position(winner.layer, "mid" if winner.part == "mlp" else "in")
         for key in list(self.states):
             if key[0] == winner:
                 del self.states[key]
                 continue
             saved = self.states[key]
-            for layer in [m for m in saved if m > winner.layer]:
-                del saved[layer]
+            for state in [k for k in saved if _position(*k) > last_valid]:
+                del saved[state]
 
 
 def cache_strides(runner: DecoderRunner, cache_gb: float, candidates: int) -> tuple[int, int]:
     """Layer spacing of the prefix cache and of the candidate memo that fit in `cache_gb`.
 
     The prefix cache comes first: spacing 1 (with after-attention states) when all of it fits. The memo
-    gets what is left: at most `candidates` × (layers - 1) states, spaced to fit, or 0 (off).
+    gets what is left: spacing 1 when every state of every candidate fits (`candidates` × 2(layers - 1),
+    after-attention states included), else `candidates` × (layers - 1) entering states spaced to fit,
+    or 0 (off).
     """
     state_bytes = max(sum(h.numel() * h.element_size() for h in runner.inputs), 1)
     budget = cache_gb * 2**30
@@ -248,7 +286,9 @@ def cache_strides(runner: DecoderRunner, cache_gb: float, candidates: int) -> tu
     room = int((budget - used) // state_bytes)
     if room < 1:
         return prefix, 0
-    return prefix, max(1, math.ceil(candidates * (layers - 1) / room))
+    if room >= 2 * candidates * (layers - 1):
+        return prefix, 1
+    return prefix, max(2, math.ceil(candidates * (layers - 1) / room))
 
 
 @dataclass
@@ -293,7 +333,7 @@ def greedy_search(
         runner = DecoderRunner(model, batches)
         prefix_stride, memo_stride = cache_strides(runner, cache_gb, 2 * runner.num_layers)
         cache = PrefixCache(runner, prefix_stride)
-        memo = CandidateMemo(memo_stride)
+        memo = CandidateMemo(memo_stride, runner.num_layers)
         rows = [int(b.shape[0]) for b in runner.batches]
         order: list[Removal] = []
         removed: frozenset[Removal] = frozenset()
@@ -321,7 +361,11 @@ def greedy_search(
             order.append(winner)
             scores.append(best[0])
             removed = removed | {winner}
-            cache.refresh(removed, winner.layer)
+            states = memo.complete_states(winner, len(rows))
+            if states is None:
+                cache.refresh(removed, winner.layer)
+            else:
+                cache.adopt(winner, states)
             memo.after_step(winner)
             bar.step(winner, best[0])
         bar.close()
@@ -345,7 +389,7 @@ def _evaluate(
         hidden, start, after_attention = cache.start(candidate, b)
         own = memo.start(candidate, b)
         if own is not None:
-            (hidden, start), after_attention = own, False
+            hidden, start, after_attention = own
         record = memo.recorder(candidate, b)
         hidden = runner.run(hidden, b, start, removed, after_attention=after_attention, record=record)
         total = accumulate(total, criterion.row_values(runner.logits(hidden), b))
