@@ -17,6 +17,7 @@ from prunebench.methods.greedy_method import (
     calibration_batches,
     check_dense,
     check_reachable,
+    next_token_labels,
     next_token_nll,
     scores_from_search,
 )
@@ -79,18 +80,15 @@ class CalibrationPerplexity(Criterion):
     """
 
     def __init__(self, batches: list[torch.Tensor], pad_token_id: int | None):
-        self.batches = batches
         self.rows = sum(int(b.shape[0]) for b in batches)
         self.pad = pad_token_id if pad_token_id else None
+        self.ignore = -100 if self.pad is None else self.pad
+        self.labels = [next_token_labels(b, self.ignore) for b in batches]
+        self.counted = [b[:, 1:] != self.ignore for b in batches]  # all True without a pad token
 
     def row_values(self, logits: torch.Tensor, batch_index: int) -> list[float]:
-        ids = self.batches[batch_index]
-        if self.pad is None:
-            nll = next_token_nll(logits, ids)
-            mask = torch.ones_like(nll, dtype=torch.bool)
-        else:
-            nll = next_token_nll(logits, ids, ignore_index=self.pad)
-            mask = ids[:, 1:].to(logits.device) != self.pad
+        nll = next_token_nll(logits, self.labels[batch_index], ignore_index=self.ignore)
+        mask = self.counted[batch_index].to(logits.device)
         return ((nll * mask).sum(dim=1) / mask.sum(dim=1)).double().tolist()
 
     def finalize(self, total: float) -> float:

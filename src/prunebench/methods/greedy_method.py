@@ -26,22 +26,30 @@ def calibration_batches(calibration: torch.Tensor, batch_size: int, name: str) -
     return list(calibration.split(batch_size))
 
 
-def next_token_nll(logits: torch.Tensor, ids: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def next_token_labels(ids: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Each position's label `[B, T]`: the next token, and `ignore_index` in each row's last slot.
+
+    Computed once per calibration batch; `next_token_nll` then scores the logits in place.
+    """
+    labels = torch.full_like(ids, ignore_index)
+    labels[:, :-1] = ids[:, 1:]
+    return labels
+
+
+def next_token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Per-token next-token cross-entropy `[B, T-1]` in fp32 (0 where the label is `ignore_index`).
 
-    The logits are used in place (`[B*T, V]`, vocabulary contiguous) with the labels shifted left and
-    `ignore_index` in each row's last slot, rather than copying the `[:, :-1]` slice: the same values as
-    cross-entropy over the shifted logits, without moving `B*T*V` floats.
+    `labels` come from `next_token_labels`, so the logits are used in place (`[B*T, V]`, vocabulary
+    contiguous) rather than copying their `[:, :-1]` slice: the same values as cross-entropy over the
+    shifted logits, without moving `B*T*V` floats.
     """
-    labels = torch.full_like(ids, ignore_index, device=logits.device)
-    labels[:, :-1] = ids[:, 1:]
     nll = nn.functional.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]),
-        labels.reshape(-1),
+        labels.to(logits.device).reshape(-1),
         reduction="none",
         ignore_index=ignore_index,
     )
-    return nll.view(ids.shape)[:, :-1]
+    return nll.view(labels.shape)[:, :-1]
 
 
 def check_dense(model: nn.Module, name: str) -> None:

@@ -14,6 +14,7 @@ from prunebench.methods.greedy_method import (
     calibration_batches,
     check_dense,
     check_reachable,
+    next_token_labels,
     next_token_nll,
     scores_from_search,
 )
@@ -53,12 +54,12 @@ class SummedNll(Criterion):
     """The official `get_loss`: per row the mean next-token cross-entropy times the row length, summed."""
 
     def __init__(self, batches: list[torch.Tensor]):
-        self.inputs = batches
+        self.labels = [next_token_labels(b) for b in batches]
 
     def row_values(self, logits: torch.Tensor, batch_index: int) -> list[float]:
-        ids = self.inputs[batch_index]
-        nll = next_token_nll(logits, ids).mean(dim=1)
-        return (nll * ids.shape[1]).double().tolist()
+        labels = self.labels[batch_index]
+        nll = next_token_nll(logits, labels).mean(dim=1)
+        return (nll * labels.shape[1]).double().tolist()
 
     def finalize(self, total: float) -> float:
         return total
