@@ -8,7 +8,7 @@ kept) at each ratio -- and times each pruned model against the dense one with
 speed-ups and writes the full JSON.
 
     python benchmarks/bench_latency.py --shape llama2-7b --ratios 0.2,0.5 --batch-sizes 1,8 \
-        --prompt-lengths 128,512 --new-tokens 64 --out docs/measurements/latency-llama2-7b.json
+        --prompt-lengths 128,512 --new-tokens 64 --out docs/measurements/latency-llama2-7b-h100.json
     python benchmarks/bench_latency.py --config resources/demo/model/config.json ...   # any Llama config
 """
 
