@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import random
 import statistics
@@ -84,3 +85,17 @@ def test_other_greedy_methods_give_finite_perplexity(demo, name):
     _, tokenizer, text = demo
     pruned, _ = _pruned(name, demo)
     assert math.isfinite(_test_ppl(pruned, tokenizer, text))
+
+
+def test_benchmark_script_times_fast_and_naive_searches_that_agree(capsys):
+    """`benchmarks/bench_greedy.py` on the demo model: it stops with an error if the orders differ."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_greedy", DEMO.parents[1] / "benchmarks" / "bench_greedy.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    small = ["--bp-nsamples", "3", "--bp-seqlen", "64", "--fc-nsamples", "2", "--fc-seqlen", "64"]
+    bench.main(["--model", str(DEMO / "model"), "--text", str(DEMO / "corpus"), "--steps", "2", *small])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "naive/fast" in line]
+    assert [line.split()[0] for line in lines] == ["blockpruner", "finercut"]
+    assert all(len(line.split(" order ")[1].split()) == 2 for line in lines)
