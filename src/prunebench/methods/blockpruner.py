@@ -84,12 +84,12 @@ class CalibrationPerplexity(Criterion):
         self.pad = pad_token_id if pad_token_id else None
         self.ignore = -100 if self.pad is None else self.pad
         self.labels = [next_token_labels(b, self.ignore) for b in batches]
-        self.counted = [b[:, 1:] != self.ignore for b in batches]  # all True without a pad token
+        self.counted = [(labels[:, :-1] != self.ignore).sum(dim=1) for labels in self.labels]
 
     def row_values(self, logits: torch.Tensor, batch_index: int) -> list[float]:
+        """Per row: summed token losses (0 at pad labels) over the number of counted tokens."""
         nll = next_token_nll(logits, self.labels[batch_index], ignore_index=self.ignore)
-        mask = self.counted[batch_index].to(logits.device)
-        return ((nll * mask).sum(dim=1) / mask.sum(dim=1)).double().tolist()
+        return (nll.sum(dim=1) / self.counted[batch_index].to(logits.device)).double().tolist()
 
     def finalize(self, total: float) -> float:
         return math.exp(total / self.rows)
