@@ -222,6 +222,24 @@ def test_pruned_model_equals_dense_with_removed_channels_at_their_mean(kind):
     assert ratio == pytest.approx(plan.notes["achieved_decoder_ratio"])
 
 
+@pytest.mark.parametrize("kind", ["llama3-gqa-hd32", "qwen2-bias-hd32"])
+def test_without_bias_compensation_removed_channels_contribute_nothing(kind):
+    model = tiny(kind)
+    flap = get_method("flap")
+    scores = flap.score(model, calibration(), flap.config({}))
+    plan = flap.select(scores, model, 0.3, flap.config({"bias_compensation": "false"}))
+    assert plan.compensation is None
+    zero_means = {k: torch.zeros_like(v) if k.endswith("_mean") else v for k, v in scores.tensors.items()}
+    reference = dense_with_means(model, plan, Scores(tensors=zero_means, meta=scores.meta))
+    pruned = apply_plan(copy.deepcopy(model), plan)
+    ids = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(ids).logits, reference(ids).logits, atol=1e-5, rtol=1e-4)
+    compensated = flap.select(scores, model, 0.3, flap.config({}))
+    assert compensated.compensation
+    assert plan.notes["achieved_decoder_ratio"] == pytest.approx(0.3, abs=0.02)
+
+
 def test_scores_match_direct_statistics_on_o_proj_and_down_proj():
     model = tiny("llama3-gqa-hd32")
     flap = get_method("flap")

@@ -83,6 +83,32 @@ def _tiny() -> dict:
             lambda c: c["recovery"]["lora"]["params"].update(lr=1e-3),
             r"config\.recovery\.lora\.params\.lr: set it as config\.recovery\.lora\.lr",
         ),
+        (
+            lambda c: c["methods"].update({"flap-x": {"method": "flapp"}}),
+            r"config\.methods\.flap-x\.method: unknown method 'flapp'",
+        ),
+        (
+            lambda c: c["methods"].update(
+                {"flap-x": {"method": "flap", "params": {"bias_compensaton": False}}}
+            ),
+            r"config\.methods\.flap-x\.params: .*bias_compensaton",
+        ),
+        (
+            lambda c: c["methods"]["random-structure"].update(method="flap"),
+            r"config\.methods\.random-structure\.method: a rule method names no registered method",
+        ),
+        (
+            lambda c: c["models"]["tiny"].update(gguf={"file": "tiny.gguf"}),
+            r"config\.models\.tiny: give either path or gguf",
+        ),
+        (
+            lambda c: c["models"].update(other={"gguf": {"file": "no/such/model.gguf"}}),
+            r"config\.models\.other\.gguf\.file: no/such/model\.gguf does not exist",
+        ),
+        (
+            lambda c: c["models"].update(other={"gguf": {"file": "x.gguf", "package": "no-such-package"}}),
+            r"config\.models\.other\.gguf: package no-such-package is not installed",
+        ),
     ],
 )
 def test_bad_config_names_the_key(change, message, monkeypatch):

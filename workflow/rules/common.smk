@@ -52,9 +52,17 @@ def base_model(wildcards):
 
 
 def base_model_files(wildcards):
-    """The base model as a tracked input when it is a local directory, else nothing."""
+    """The base model as a tracked input when it is a local directory (or imported), else nothing."""
     path = base_model(wildcards)
-    return [path] if Path(path).exists() else []
+    return [path] if "gguf" in model_spec(wildcards) or Path(path).exists() else []
+
+
+def gguf_source(wildcards):
+    return model_spec(wildcards)["gguf"]["source"]
+
+
+def gguf_package(wildcards):
+    return model_spec(wildcards)["gguf"].get("package", "")
 
 
 def variant_model(wildcards):
@@ -72,10 +80,19 @@ def gpu_count(wildcards):
     return 1 if model_spec(wildcards)["device"].startswith("cuda") else 0
 
 
+def registered_method(name):
+    """The registry name a config entry runs (its ``method:``, default its key)."""
+    return config["methods"][name].get("method", name)
+
+
+def library_method_name(wildcards):
+    return registered_method(wildcards.library_method)
+
+
 def shared_calibration(wildcards):
     """The shared samples, for a library method that calibrates (a data-free one needs none)."""
     method = getattr(wildcards, "library_method", None)
-    if method is not None and not get_method(method).uses_calibration:
+    if method is not None and not get_method(registered_method(method)).uses_calibration:
         return []
     if config["calibration"]["mode"] == "shared":
         return f"results/{wildcards.model}/calibration/shared.safetensors"
@@ -96,8 +113,9 @@ def recovery_spec(wildcards):
 
 def recovery_scores(wildcards):
     """cfsp_lora reuses CFSP's coarse layer importances when CFSP pruned the model."""
-    if wildcards.trained == "cfsp_lora" and wildcards.method == "cfsp":
-        return f"results/{wildcards.model}/cfsp/scores"
+    if wildcards.trained == "cfsp_lora" and wildcards.method in LIBRARY_METHODS:
+        if registered_method(wildcards.method) == "cfsp":
+            return f"results/{wildcards.model}/{wildcards.method}/scores"
     return []
 
 

@@ -1,3 +1,22 @@
+rule import_gguf:
+    """A model shipped as a GGUF file, imported once as a float32 Hugging Face checkpoint."""
+    input:
+        gguf=gguf_source,
+    output:
+        directory("results/{model}/imported"),
+    log:
+        f"{LOGS}/import_gguf/{{model}}.log",
+    params:
+        package=gguf_package,
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        "../../envs/prunebench.yaml"
+    script:
+        "../scripts/import_gguf.py"
+
+
 rule calibration:
     """Shared calibration samples: the same token windows for every method (calibration: shared)."""
     input:

@@ -11,6 +11,7 @@ rule score:
         f"{BENCH}/score/{{model}}/{{library_method}}.tsv"
     params:
         model=base_model,
+        method=library_method_name,
         method_params=library_method_params,
         spec=model_spec,
     threads: 1
@@ -35,6 +36,7 @@ rule prune:
         f"{BENCH}/prune/{{model}}/{{library_method}}/r{{ratio}}.tsv"
     params:
         model=base_model,
+        method=library_method_name,
         method_params=library_method_params,
         spec=model_spec,
     threads: 1

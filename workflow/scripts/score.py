@@ -10,7 +10,7 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
         "--model",
         sm.params.model,
         "--method",
-        sm.wildcards.library_method,
+        sm.params.method,
         "--out",
         sm.output[0],
     ]

