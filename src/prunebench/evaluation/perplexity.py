@@ -38,23 +38,30 @@ def windows(ids: torch.Tensor, length: int, max_windows: int | None = None) -> t
 
 
 @torch.no_grad()
-def mean_nll(
+def window_nll(
     model: nn.Module, rows: torch.Tensor, batch_size: int = 8, progress: bool = False
-) -> tuple[float, int]:
-    """Mean next-token NLL (nats) over every predicted position of ``rows`` and the number of them."""
+) -> torch.Tensor:
+    """Summed next-token NLL (nats, float64) of each row of ``rows`` ``[n, length]``: shape ``[n]``."""
     device = next(model.parameters()).device
-    total_nll, total_tokens = 0.0, 0
+    sums = []
     for start in tqdm(
         range(0, rows.shape[0], batch_size), desc="perplexity", disable=not progress, leave=False
     ):
         batch = rows[start : start + batch_size].to(device)
         logits = model(batch, use_cache=False).logits.float()
         nll = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
         )
-        total_nll += nll.item()
-        total_tokens += batch[:, 1:].numel()
-    return total_nll / total_tokens, total_tokens
+        sums.append(nll.view(batch.shape[0], -1).double().sum(dim=1).cpu())
+    return torch.cat(sums) if sums else torch.zeros(0, dtype=torch.float64)
+
+
+def mean_nll(
+    model: nn.Module, rows: torch.Tensor, batch_size: int = 8, progress: bool = False
+) -> tuple[float, int]:
+    """Mean next-token NLL (nats) over every predicted position of ``rows`` and the number of them."""
+    tokens = rows.shape[0] * (rows.shape[1] - 1)
+    return float(window_nll(model, rows, batch_size, progress).sum()) / tokens, tokens
 
 
 def perplexity(
@@ -73,6 +80,8 @@ def perplexity(
     BlockPruner, LLM-Pruner, FLAP, Shortened-LLaMA); the trailing partial window is dropped. With
     ``add_bos`` each window starts with the BOS token followed by ``seqlen - 1`` text tokens. Every
     window predicts all its tokens but the first; the result is the exponential of the mean token NLL.
+    ``window_nll`` holds each window's mean NLL (for paired comparisons between models on the same
+    windows) and ``nll_se`` the standard error of the mean NLL over windows (``None`` for one window).
     """
     check_seqlen(model, seqlen)
     if batch_size <= 0:
@@ -82,12 +91,15 @@ def perplexity(
     rows = windows(tokenize(tokenizer, text), seqlen - 1 if add_bos else seqlen, max_windows)
     if add_bos:
         rows = torch.cat([torch.full((rows.shape[0], 1), tokenizer.bos_token_id), rows], dim=1)
-    nll, tokens = mean_nll(model, rows, batch_size, progress)
+    per_window = window_nll(model, rows, batch_size, progress) / (rows.shape[1] - 1)
+    nll = float(per_window.mean())
     return {
         "ppl": math.exp(nll),
         "nll": nll,
-        "tokens": tokens,
+        "nll_se": float(per_window.std() / math.sqrt(len(per_window))) if len(per_window) > 1 else None,
+        "tokens": rows.shape[0] * (rows.shape[1] - 1),
         "seqlen": seqlen,
         "windows": rows.shape[0],
         "bos": add_bos,
+        "window_nll": per_window.tolist(),
     }

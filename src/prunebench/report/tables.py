@@ -70,9 +70,11 @@ def _ppl_rows(directory: Path) -> list[dict[str, Any]]:
     for path in sorted(directory.glob("eval/ppl_*.json")):
         result = json.loads(path.read_text())
         dataset = path.stem.removeprefix("ppl_").rsplit("_", 1)[0]
+        se = result.get("nll_se")  # of the mean NLL over windows; the delta method gives ppl's
         rows.append(
             {"kind": "ppl", "dataset": dataset, "seqlen": result["seqlen"], "metric": "ppl",
-             "value": result["ppl"], "n": result["tokens"], "batch_size": result.get("batch_size")}
+             "value": result["ppl"], "stderr": None if se is None else result["ppl"] * se,
+             "n": result["tokens"], "batch_size": result.get("batch_size")}
         )  # fmt: skip
     return rows
 
