@@ -11,6 +11,7 @@ import transformers
 from prunebench import __version__
 from prunebench.commands import (
     apply,
+    claims,
     eval_latency,
     eval_ppl,
     eval_zeroshot,
@@ -35,6 +36,7 @@ COMMANDS: list[ModuleType] = [
     eval_ppl,
     eval_zeroshot,
     eval_latency,
+    claims,
 ]
 
 GROUPS = {"eval": "evaluate a model (perplexity, zero-shot accuracy, latency)"}
