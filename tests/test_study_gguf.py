@@ -53,4 +53,7 @@ def test_a_gguf_model_is_imported_once_and_an_ablation_runs_its_registered_metho
     table = pd.read_csv(workdir / "results" / "tables" / "results.csv")
     assert set(table["method"]) == {"dense", "flap-nocomp"}
     assert set(table.loc[table["method"] == "flap-nocomp", "method_label"]) == {"FLAP w/o comp."}
-    assert "flap with bias_compensation=False" in (workdir / "results" / "report" / "index.html").read_text()
+    report = (workdir / "results" / "report" / "index.html").read_text()
+    assert "flap with bias_compensation=False" in report
+    assert "Model tg: results/tg/imported, imported from t.gguf (sha256" in report
+    assert "F32 ×" in report and "dequantized to float32" in report

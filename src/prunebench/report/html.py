@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import json
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -79,6 +80,60 @@ def _options(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "its defaults"
 
 
+def _recovery_budgets(config: dict[str, Any]) -> list[str]:
+    """One line per recovery variant: its budget in steps and tokens, and which models it recovers."""
+    out = []
+    for name, spec in config["recovery"].items():
+        if name == "none":
+            continue
+        if "tokens" in spec:
+            budget = f"{spec['tokens']:,} tokens"
+        else:
+            tokens = spec["steps"] * spec["batch_size"] * spec["seqlen"]
+            budget = (
+                f"{spec['steps']} steps × {spec['batch_size']} × {spec['seqlen']} tokens ({tokens:,} tokens)"
+            )
+        scope = ", ".join(
+            f"{key} {', '.join(map(str, spec[key]))}" for key in ("methods", "ratios") if key in spec
+        )
+        extra = ", ".join(
+            f"{k}={v}" for k, v in {"lr": spec.get("lr"), **spec.get("params", {})}.items() if v is not None
+        )
+        out.append(
+            f"{name}: {budget} of {spec['data']}"
+            + (f"; {extra}" if extra else "")
+            + (f"; only {scope}" if scope else "")
+        )
+    return out
+
+
+def _method_options(config: dict[str, Any]) -> list[str]:
+    return [
+        f"{name}: {_options(spec['params'])}"
+        for name, spec in config["methods"].items()
+        if spec.get("params")
+    ]
+
+
+def _model_sources(config: dict[str, Any]) -> list[str]:
+    """Where each model came from; an imported GGUF file with its package, hash and quantization."""
+    out = []
+    for name, spec in config["models"].items():
+        provenance = Path(spec["path"]) / "provenance.json"
+        text = f"{name}: {spec['path']}"
+        if "gguf" in spec and provenance.is_file():
+            p = json.loads(provenance.read_text())
+            package = p["source"]["package"]
+            origin = f"{package['name']} {package['version']}, " if package else ""
+            types = ", ".join(f"{t} ×{n}" for t, n in p["gguf"]["tensor_types"].items())
+            text += (
+                f", imported from {origin}{Path(p['source']['file']).name} (sha256 {p['source']['sha256'][:16]}…, "
+                f"{types}; licence {p['license']}), dequantized to {p['dequantized_to']}"
+            )
+        out.append(text)
+    return out
+
+
 def _summary_html(summary: pd.DataFrame) -> str:
     table = summary.drop(columns=["model", "method"] if summary["model"].nunique() == 1 else ["method"])
     table = table.rename(columns=SUMMARY_LABELS)
@@ -122,6 +177,9 @@ def render_report(
         devices=sorted({spec["device"] for spec in config["models"].values()}),
         ratios=config["ratios"],
         recoveries=list(config["recovery"]),
+        recovery_budgets=_recovery_budgets(config),
+        method_options=_method_options(config),
+        model_sources=_model_sources(config),
         evaluation=config["evaluation"],
         calibration=config["calibration"],
     )
