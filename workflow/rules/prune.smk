@@ -35,6 +35,7 @@ rule prune:
         f"{BENCH}/prune/{{model}}/{{library_method}}/r{{ratio}}.tsv"
     params:
         model=base_model,
+        ratio=ratio_value,
         method_params=library_method_params,
         spec=model_spec,
     threads: 1
