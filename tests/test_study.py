@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,8 @@ import pytest
 import yaml
 
 from prunebench.errors import PrunebenchError
-from prunebench.study import validate_config
+from prunebench.study import validate_config, variants
+from prunebench.study.grid import DENSE, ratio_of, ratio_tag
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "config" / "tiny.yaml"
@@ -133,6 +135,45 @@ def _tiny() -> dict:
             lambda c: c["models"].update(other={"gguf": {"file": "x.gguf", "package": "no-such-package"}}),
             r"config\.models\.other\.gguf: package no-such-package is not installed",
         ),
+        (lambda c: c.update(ratios=[0.3, float("nan")]), r"config\.ratios\.1: nan is not a finite number"),
+        (
+            lambda c: c["recovery"]["lora"].update(ratios=[float("nan")]),
+            r"config\.recovery\.lora\.ratios\.0: nan is not a finite number",
+        ),
+        (
+            lambda c: c["recovery"]["lora"].update(lr=float("nan")),
+            r"config\.recovery\.lora\.lr: nan is not a finite",
+        ),
+        (
+            lambda c: c["evaluation"]["latency"].update(min_seconds=float("inf")),
+            r"config\.evaluation\.latency\.min_seconds: inf is not a finite number",
+        ),
+        # Names that become path components: no '/', no '.' or '..', none of the study's own folders.
+        *[
+            (change, rf"config\.{where}: '{re.escape(name)}' is not allowed \(names become path components")
+            for name in ("../../escape", "a/b", "..", ".", ".hidden", "-x")
+            for where, change in (
+                (
+                    r"evaluation\.ppl\.datasets",
+                    lambda c, n=name: c["evaluation"]["ppl"].update(datasets={n: "x"}),
+                ),
+                ("models", lambda c, n=name: c.update(models={n: c["models"]["tiny"]})),
+                ("methods", lambda c, n=name: c["methods"].update({n: {"kind": "rule"}})),
+                (
+                    r"evaluation\.zeroshot\.tasks\.1",
+                    lambda c, n=name: c["evaluation"]["zeroshot"]["tasks"].append(n),
+                ),
+            )
+        ],
+        (lambda c: c["recovery"].update({"../lora": {}}), r"config\.recovery: '\.\./lora' is not one of"),
+        (
+            lambda c: c.update(models={"tables": c["models"]["tiny"]}),
+            r"config\.models\.tables: the name is taken",
+        ),
+        (
+            lambda c: c["methods"].update({"dense": {"kind": "rule"}}),
+            r"config\.methods\.dense: the name is taken",
+        ),
     ],
 )
 def test_bad_config_names_the_key(change, message, monkeypatch):
@@ -143,15 +184,77 @@ def test_bad_config_names_the_key(change, message, monkeypatch):
         validate_config(config)
 
 
-def test_bad_config_stops_snakemake_before_any_job(tmp_path):
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda c: c.update(ratios=[1.5]), "config.ratios.0"),
+        (lambda c: c.update(ratios=[float("nan")]), "config.ratios.0: nan"),
+        (
+            lambda c: c["evaluation"]["ppl"].update(datasets={"../../escape": "x"}),
+            "config.evaluation.ppl.datasets",
+        ),
+    ],
+)
+def test_bad_config_stops_snakemake_before_any_job(tmp_path, change, key):
     config = _tiny()
-    config["ratios"] = [1.5]
+    change(config)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     workdir = _workdir(tmp_path / "w")
     result = _snakemake(workdir, "--cores", "1", "--configfile", str(tmp_path / "bad.yaml"))
     assert result.returncode != 0
-    assert "config.ratios.0" in result.stderr
+    assert key in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "w"]
     assert not (workdir / "results").exists()
+
+
+@pytest.mark.parametrize("ratios", [[0.301, 0.304], [0.12, 0.125], [0.3, 0.30000000000000004], [1e-5, 2e-5]])
+def test_each_configured_ratio_is_its_own_variant(ratios, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = validate_config(_tiny() | {"ratios": ratios})
+    pruned = [v for v in variants(config) if v.method != DENSE]
+    assert len(pruned) == len(set(pruned)) == len(config["methods"]) * len(ratios) * len(config["recovery"])
+    tags = sorted({v.ratio for v in pruned}, key=float)
+    assert [float(tag) for tag in tags] == [ratio_of(config, tag) for tag in tags] == sorted(ratios)
+
+
+def test_ratio_tags_keep_two_decimals_when_exact():
+    assert [ratio_tag(r) for r in (0.3, 0.2, 0.35, 0.5, 0, -0.0)] == [
+        "0.30",
+        "0.20",
+        "0.35",
+        "0.50",
+        "0.00",
+        "0.00",
+    ]
+    assert [ratio_tag(r) for r in (0.125, 0.301, 1e-5)] == ["0.125", "0.301", "0.00001"]
+
+
+def test_recovery_ratios_select_the_configured_numbers(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = _tiny() | {"ratios": [0.12, 0.125]}
+    config["recovery"]["lora"]["ratios"] = [0.125]
+    recovered = [v.ratio for v in variants(validate_config(config)) if v.recovery == "lora"]
+    assert recovered == ["0.125"] * len(config["methods"])
+
+
+@pytest.mark.slow
+def test_close_ratios_are_separate_jobs_pruned_to_the_configured_number(tmp_path):
+    config = _tiny() | {"ratios": [0.12, 0.125]}
+    (tmp_path / "close.yaml").write_text(yaml.safe_dump(config))
+    workdir = _workdir(tmp_path / "w")
+    models = {
+        (method, ratio): f"results/tiny/{method}/r{ratio_tag(ratio)}/none/model"
+        for method in ("magnitude-sp", "random-structure")  # a library method and a rule method
+        for ratio in config["ratios"]
+    }
+    result = _snakemake(
+        workdir, *models.values(), "--cores", "2", "--configfile", str(tmp_path / "close.yaml")
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    for (method, ratio), model in models.items():
+        plan = json.loads((workdir / model / "plan.json").read_text())
+        assert plan["method"] == method and plan["target_ratio"] == ratio
+        assert abs(plan["achieved"]["decoder_ratio"] - ratio) < 0.01
 
 
 @pytest.mark.slow

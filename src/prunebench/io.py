@@ -9,8 +9,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from prunebench.errors import PrunebenchError
 
 
 def _umask() -> int:
@@ -59,27 +62,118 @@ def read_text(path: str | os.PathLike) -> str:
     return path.read_text(encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """What an output of one kind always holds, so that a new output replaces only an old one of its kind.
+
+    ``markers`` are the entries a directory of this kind always holds or, with ``directory=False``,
+    the top-level keys its JSON file always has. ``partial`` lists the only entries an interrupted run
+    may leave in the directory (recovery's resumable state, say).
+    """
+
+    name: str
+    markers: tuple[str, ...]
+    directory: bool = True
+    partial: tuple[str, ...] = ()
+
+    def holds(self, path: Path) -> bool:
+        """Whether the existing ``path`` is an output of this kind (an empty directory counts)."""
+        if self.directory:
+            entries = {entry.name for entry in path.iterdir()}
+            return set(self.markers) <= entries or entries <= set(self.partial)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(data, dict) and set(self.markers) <= set(data)
+
+    def describe(self) -> str:
+        what = "entries" if self.directory else "keys"
+        return f"a {self.name} ({what} {', '.join(self.markers)})"
+
+
+def _check_replaceable(path: Path) -> Path:
+    """Refuse the working directory, one of its parents, a symbolic link, or a path under a file."""
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise PrunebenchError(
+            f"refusing to replace {path}: it is the working directory or one of its parents"
+        )
+    if path.is_symlink():
+        raise PrunebenchError(f"refusing to replace {path}: it is a symbolic link; name the target itself")
+    if not path.exists():
+        parent = next(p for p in resolved.parents if p.exists())
+        if not parent.is_dir():
+            raise PrunebenchError(f"cannot write {path}: {parent} is not a directory")
+    return path
+
+
+def check_output(path: str | os.PathLike, kind: OutputKind) -> Path:
+    """``path`` if an output of ``kind`` may be written there: it is absent, an empty directory, or an
+    earlier output of the same kind (a rerun replaces it). Call it before any expensive work.
+
+    Raises ``PrunebenchError`` for anything else at ``path`` (whose files would be lost), for the
+    working directory or one of its parents, and for a symbolic link.
+    """
+    path = _check_replaceable(Path(path))
+    if not path.exists():
+        return path
+    if path.is_dir() != kind.directory:
+        found = "a directory" if path.is_dir() else "a file"
+        raise PrunebenchError(f"refusing to replace {path}: it is {found}, not {kind.describe()}")
+    if not kind.holds(path):
+        raise PrunebenchError(
+            f"refusing to replace {path}: it exists and is not {kind.describe()}; "
+            "choose a new path or remove it yourself"
+        )
+    return path
+
+
 @contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling directory that replaces ``path`` only if the block succeeds."""
-    path = Path(path)
+def _staged(path: Path) -> Iterator[Path]:
+    """A temporary sibling directory of ``path``, removed unless the block moved it away."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should be an ordinary directory
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
+def _replace(path: Path, tmp: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike, kind: OutputKind) -> Iterator[Path]:
+    """Yield a temporary sibling directory that replaces ``path`` only if the block succeeds.
+
+    ``path`` is checked with :func:`check_output` on entry and again just before it is replaced, so
+    only an empty directory or an earlier output of ``kind`` is ever removed.
+    """
+    path = check_output(path, kind)
+    with _staged(path) as tmp:
+        yield tmp
+        _replace(check_output(path, kind), tmp)
+
+
 @contextmanager
 def updated_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary copy of directory ``path`` (empty if absent) that replaces it on success."""
-    with atomic_directory(path) as tmp:
-        if Path(path).is_dir():
+    """Yield a temporary copy of directory ``path`` (empty if absent) that replaces it on success.
+
+    Nothing in ``path`` is lost but what the block itself removes from the copy. Raises
+    ``PrunebenchError`` when ``path`` is a file, a symbolic link, the working directory or a parent of it.
+    """
+    path = _check_replaceable(Path(path))
+    if path.exists() and not path.is_dir():
+        raise PrunebenchError(f"refusing to replace {path}: it is a file, not a directory")
+    with _staged(path) as tmp:
+        if path.is_dir():
             shutil.copytree(path, tmp, dirs_exist_ok=True)
         yield tmp
+        _replace(path, tmp)

@@ -15,10 +15,11 @@ import torch
 from prunebench.data import calibration_samples, load_samples, load_text, save_samples
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation.cost import measure_cost
-from prunebench.io import atomic_directory
+from prunebench.io import atomic_directory, check_output
 from prunebench.methods import Method, MethodConfig, Scores, get_method
+from prunebench.methods.base import SCORES_DIRECTORY
 from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pretrained
-from prunebench.models.checkpoint import load_skeleton
+from prunebench.models.checkpoint import PRUNED_CHECKPOINT, load_skeleton
 from prunebench.models.counting import decoder_params, total_params
 from prunebench.plan import PruningPlan
 
@@ -47,12 +48,16 @@ def score_model(
 ) -> Scores:
     """Score ``model_path`` with a method and save the scores with the calibration samples they used.
 
+    ``out_dir`` must be absent, empty or an earlier scores directory (checked before the model is
+    loaded; ``PrunebenchError`` otherwise).
+
     Samples come from ``samples_path`` (shared calibration) or are drawn from ``calib`` (default:
     the method's official data set) with the method's sample count, length and seed. A data-free
     method (``uses_calibration = False``) gets none, and no text is loaded.
     """
     method = get_method(method_name)
     config = method.config(params)
+    check_output(out_dir, SCORES_DIRECTORY)
     model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
     method.check_model(model)
     samples = source = None
@@ -73,7 +78,7 @@ def score_model(
             "cost": cost,
         }
     )
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, SCORES_DIRECTORY) as tmp:
         scores.save(tmp)
         if samples is not None:
             save_samples(samples, Path(tmp) / SAMPLES_FILE)
@@ -113,9 +118,13 @@ def prune_model(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
 ) -> PruningPlan:
-    """Select a plan for ``ratio`` from saved scores (or score first) and write the pruned checkpoint."""
+    """Select a plan for ``ratio`` from saved scores (or score first) and write the pruned checkpoint.
+
+    ``out_dir`` must be absent, empty or an earlier pruned checkpoint (checked before the model is loaded).
+    """
     method = get_method(method_name)
     config = method.config(params)
+    check_output(out_dir, PRUNED_CHECKPOINT)
     model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
     method.check_model(model)
     method.check_ratio(model, ratio, config)
@@ -160,8 +169,12 @@ def apply_plan_file(
     out_dir: str | os.PathLike,
     dtype: torch.dtype = torch.float32,
 ) -> PruningPlan:
-    """Apply a plan file (from any source, e.g. a method run as a Snakemake rule) to its base model."""
+    """Apply a plan file (from any source, e.g. a method run as a Snakemake rule) to its base model.
+
+    ``out_dir`` must be absent, empty or an earlier pruned checkpoint (checked before the model is loaded).
+    """
     plan = PruningPlan.load(plan_path)
+    check_output(out_dir, PRUNED_CHECKPOINT)
     plan.validate(get_adapter(load_skeleton(model_path)))
     model, tokenizer = load_pretrained(model_path, dtype=dtype)
     return write_pruned(model, tokenizer, plan, out_dir)

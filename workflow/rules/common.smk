@@ -4,7 +4,7 @@ from pathlib import Path
 
 from prunebench.methods import get_method
 from prunebench.study import validate_config, variants
-from prunebench.study.grid import DENSE, ratio_tag
+from prunebench.study.grid import DENSE, ratio_of, ratio_tag
 
 config.update(validate_config(config))
 
@@ -30,7 +30,7 @@ wildcard_constraints:
     method=_alternatives(METHODS + [DENSE]),
     library_method=_alternatives(LIBRARY_METHODS),
     rule_method=_alternatives(RULE_METHODS),
-    ratio=r"\d\.\d\d",
+    ratio=_alternatives(RATIOS + [ratio_tag(0.0)]),
     recovery=_alternatives(RECOVERIES),
     trained=_alternatives([r for r in RECOVERIES if r != "none"]),
     dataset=_alternatives(EVAL["ppl"]["datasets"]),
@@ -74,6 +74,11 @@ def variant_model(wildcards):
 
 def variant_model_files(wildcards):
     return base_model_files(wildcards) if wildcards.method == DENSE else [variant_model(wildcards)]
+
+
+def ratio_value(wildcards):
+    """The configured ratio a job prunes to (the path's tag only names it)."""
+    return ratio_of(config, wildcards.ratio)
 
 
 def gpu_count(wildcards):

@@ -37,6 +37,7 @@ rule prune:
     params:
         model=base_model,
         method=library_method_name,
+        ratio=ratio_value,
         method_params=library_method_params,
         spec=model_spec,
     threads: 1

@@ -14,7 +14,9 @@ HELP = "apply a pruning plan to a model and write the pruned checkpoint (with ac
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--plan", required=True, help="plan.json (format: docs/plan-format.md)")
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--out", required=True, help="new or empty directory, or an earlier pruned checkpoint (replaced)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

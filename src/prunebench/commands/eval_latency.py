@@ -15,12 +15,13 @@ from prunebench.evaluation.latency import (
     measure_latency,
     validate_config,
 )
-from prunebench.io import atomic_write_json
+from prunebench.io import OutputKind, atomic_write_json, check_output
 from prunebench.models import load_pretrained
 
 NAME = "latency"
 GROUP = "eval"
 HELP = "prefill/decode latency, tokens/s and peak memory over batch sizes x prompt lengths"
+RESULT = OutputKind("latency result", ("protocol", "environment", "measurements"), directory=False)
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -43,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompt tokens")
     parser.add_argument("--threads", type=int, help="torch CPU threads (recorded; default: torch's choice)")
     parser.add_argument("--base-model", help="measure this model interleaved for side-by-side speed-ups")
-    parser.add_argument("--out", required=True, help="result JSON")
+    parser.add_argument(
+        "--out", required=True, help="result JSON (new, or an earlier result of this command: replaced)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     validate_config(config)
+    check_output(args.out, RESULT)
     if args.threads is not None:
         if args.threads <= 0:
             raise PrunebenchError(f"--threads must be a positive integer, got {args.threads}")

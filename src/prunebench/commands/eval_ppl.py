@@ -8,12 +8,13 @@ from prunebench.commands.common import add_model_arguments, dtype_of
 from prunebench.data import load_text
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation.perplexity import check_seqlen, perplexity
-from prunebench.io import atomic_write_json
+from prunebench.io import OutputKind, atomic_write_json, check_output
 from prunebench.models import load_pretrained
 
 NAME = "ppl"
 GROUP = "eval"
 HELP = "perplexity over non-overlapping windows of a text"
+RESULT = OutputKind("perplexity result", ("ppl", "tokens", "seqlen"), directory=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bos", action="store_true", help="start every window with the BOS token")
     parser.add_argument("--max-windows", type=int, help="evaluate only the first N windows")
-    parser.add_argument("--out", required=True, help="result JSON")
+    parser.add_argument(
+        "--out", required=True, help="result JSON (new, or an earlier result of this command: replaced)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.seqlen <= 1:
         raise PrunebenchError(f"--seqlen must be at least 2, got {args.seqlen}")
+    check_output(args.out, RESULT)
     text = load_text(args.text, args.split)
     model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=args.device)
     if tokenizer is None:

@@ -15,12 +15,13 @@ from prunebench.evaluation.zeroshot import (
     task_manager,
     validate_config,
 )
-from prunebench.io import atomic_write_json
+from prunebench.io import OutputKind, atomic_write_json, check_output
 from prunebench.models import load_pretrained
 
 NAME = "zeroshot"
 GROUP = "eval"
 HELP = "zero-shot accuracy with lm-evaluation-harness (acc and acc_norm, full results JSON)"
+RESULT = OutputKind("zero-shot result", ("rows", "protocol", "results"), directory=False)
 
 
 def _limit(text: str) -> int | float:
@@ -42,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-fewshot", type=int, default=0)
     parser.add_argument("--offline", action="store_true", help="no network: set HF_*_OFFLINE first")
     parser.add_argument("--log-samples", action="store_true", help="keep per-sample records in the JSON")
-    parser.add_argument("--out", required=True, help="result JSON")
+    parser.add_argument(
+        "--out", required=True, help="result JSON (new, or an earlier result of this command: replaced)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if config.offline:
         go_offline()
     validate_config(config)
+    check_output(args.out, RESULT)
     manager = task_manager(config)  # unknown task names fail here, before the model is loaded
     model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=args.device)
     if tokenizer is None:

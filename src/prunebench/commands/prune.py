@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--scores", help="directory written by `prunebench score`")
     parser.add_argument(
-        "--out", required=True, help="output directory for the pruned checkpoint and plan.json"
+        "--out",
+        required=True,
+        help="directory for the pruned checkpoint and plan.json: new, empty, or an earlier one (replaced)",
     )
 
 

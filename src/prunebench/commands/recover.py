@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training data: a text file / split directory / corpus name (wikitext2, c4, ...), "
         "or alpaca (Hub) / a local .json(l) of instruction records",
     )
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--out", required=True, help="new or empty directory, or an earlier recovered model (replaced)"
+    )
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="budget in optimizer steps")
     budget.add_argument("--tokens", type=int, help="budget in training tokens (steps of batch x seqlen)")

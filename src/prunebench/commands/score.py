@@ -34,7 +34,9 @@ def method_params(args: argparse.Namespace) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_method_arguments(parser)
-    parser.add_argument("--out", required=True, help="output directory for the scores")
+    parser.add_argument(
+        "--out", required=True, help="directory for the scores: new, empty, or earlier scores (replaced)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,12 +16,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.io import atomic_write_json
+from prunebench.io import OutputKind, atomic_write_json
 from prunebench.options import parse_option
 from prunebench.plan import PruningPlan
 
 SCORES_TENSORS = "scores.safetensors"
 SCORES_META = "scores.json"
+#: What `prunebench score` writes (with the calibration samples when the method used any).
+SCORES_DIRECTORY = OutputKind("scores directory", (SCORES_META,))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from prunebench.errors import PrunebenchError
-from prunebench.io import atomic_directory
+from prunebench.io import OutputKind, atomic_directory
 from prunebench.models import modeling_prunebench
 from prunebench.models.adapter import SUPPORTED_FAMILIES, get_adapter
 from prunebench.models.modeling_prunebench import LAYER_SPEC_KEY, PRUNED_CLASSES
@@ -22,6 +22,9 @@ from prunebench.plan import PruningPlan
 
 MODELING_FILE = "modeling_prunebench.py"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+#: Any Hugging Face model directory; a pruned checkpoint also holds the plan it was pruned by.
+MODEL_DIRECTORY = OutputKind("model directory", ("config.json",))
+PRUNED_CHECKPOINT = OutputKind("pruned checkpoint", ("config.json", "plan.json"))
 
 
 def save_pretrained(
@@ -35,6 +38,7 @@ def save_pretrained(
     Irregular shapes are recorded in ``config.prunebench_layers`` and the modelling file is copied
     beside the weights with an ``auto_map``, so ``AutoModelForCausalLM.from_pretrained(dir,
     trust_remote_code=True)`` loads it. A model that only lost whole layers is a plain checkpoint.
+    ``out_dir`` must be absent, empty or a model directory; anything else is a ``PrunebenchError``.
     """
     adapter = get_adapter(model)
     sync_config(model)
@@ -49,7 +53,7 @@ def save_pretrained(
             delattr(config, "auto_map")
         config.architectures = [_family_class_name(model)]
     out_dir = Path(out_dir)
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, MODEL_DIRECTORY) as tmp:
         model.save_pretrained(tmp)
         if irregular:
             shutil.copyfile(modeling_prunebench.__file__, tmp / MODELING_FILE)

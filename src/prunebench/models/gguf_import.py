@@ -25,9 +25,10 @@ import transformers
 
 from prunebench import __version__
 from prunebench.errors import PrunebenchError
-from prunebench.io import atomic_directory, atomic_write_json
+from prunebench.io import OutputKind, atomic_directory, atomic_write_json, check_output
 
 PROVENANCE_FILE = "provenance.json"
+IMPORTED_MODEL = OutputKind("imported model", ("config.json", PROVENANCE_FILE))
 
 #: GGUF ``general.architecture`` -> the transformers model type prunebench prunes. llama.cpp writes
 #: Mistral models as ``llama`` (transformers tells them apart by the model name).
@@ -162,6 +163,7 @@ def import_gguf(
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise PrunebenchError(f"output directory {out_dir} exists; remove it or choose another --out")
+    check_output(out_dir, IMPORTED_MODEL)  # never the working directory or a path under a file
     header = read_gguf_header(path)
     model, tokenizer = _load_dequantized(path)
     provenance = {
@@ -182,7 +184,7 @@ def import_gguf(
             "torch": torch.__version__,
         },
     }
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, IMPORTED_MODEL) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / PROVENANCE_FILE, provenance)

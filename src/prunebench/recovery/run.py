@@ -20,7 +20,7 @@ import torch
 import transformers
 
 from prunebench.errors import PrunebenchError
-from prunebench.io import atomic_directory
+from prunebench.io import OutputKind, atomic_directory, check_output
 from prunebench.models import load_pretrained, save_pretrained
 from prunebench.plan import PruningPlan
 from prunebench.recovery.config import Budget, RecoveryConfig
@@ -38,6 +38,10 @@ from prunebench.recovery.training import (
 from prunebench.recovery.variants import RankContext, get_variant
 
 CHECKPOINT_SUBDIR = "resume"
+#: What ``recover`` writes; an interrupted run leaves only its resumable state in ``out_dir/resume``.
+RECOVERED_MODEL = OutputKind(
+    "recovered model", ("config.json", "summary.json", "train_log.csv"), partial=(CHECKPOINT_SUBDIR,)
+)
 
 
 def log_csv(rows: list[dict]) -> str:
@@ -96,7 +100,9 @@ def recover(
     ``data`` feeds every phase except that ``lora_data`` (default: ``data``) feeds LoRA phases (e.g.
     C4 for CPT, Alpaca for LoRA). ``checkpoint_dir`` (default ``out_dir/resume``) holds the resumable
     state; a rerun with the same arguments continues from it. The weights are loaded in ``dtype``
-    (fp32 by default); on a GPU the forward passes run under bf16 autocast.
+    (fp32 by default); on a GPU the forward passes run under bf16 autocast. ``out_dir`` must be
+    absent, empty, an earlier recovered model or an interrupted run's (``PrunebenchError`` otherwise,
+    before the model is loaded).
     """
     wall_start = time.perf_counter()
     config = config or RecoveryConfig()
@@ -110,6 +116,7 @@ def recover(
     sources = [data if phase == "cpt" else (lora_data or data) for phase in spec.phases]
     for source in dict.fromkeys(sources):
         _check_source(source)
+    check_output(out_dir, RECOVERED_MODEL)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     model, tokenizer = load_pretrained(model_dir, dtype=dtype, device=str(dev))
@@ -217,7 +224,7 @@ def recover(
             "python": platform.python_version(),
         },
     }
-    with atomic_directory(out_dir) as staging:  # model, log and summary appear together
+    with atomic_directory(out_dir, RECOVERED_MODEL) as staging:  # model, log and summary appear together
         save_pretrained(model, staging, tokenizer=tokenizer, plan=_load_plan(model_dir))
         (staging / "train_log.csv").write_text(log_csv(progress.log), encoding="utf-8")
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import jsonschema
 import yaml
 
 from prunebench.errors import PrunebenchError
+from prunebench.study.grid import CALIBRATION_FOLDER, DENSE, RESULTS_FOLDERS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -42,7 +44,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = f" (allowed: {', '.join(map(str, error.validator_value))})"
     elif "description" in error.schema:
         allowed = f" ({error.schema['description'].strip()})"
-    return f"{where}: {error.message}{allowed}"
+    message = (
+        f"{error.instance!r} is not allowed" if error.validator == "pattern" and allowed else error.message
+    )
+    return f"{where}: {message}{allowed}"
 
 
 def _normalise(config: dict[str, Any]) -> None:
@@ -61,8 +66,18 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise PrunebenchError("invalid config: " + "; ".join(_describe(e) for e in errors[:3]))
+    _check_finite(config)
     _check_semantics(config)
     return config
+
+
+def _check_finite(value: Any, where: str = "config") -> None:
+    """Refuse NaN and infinity anywhere (a schema's bounds let NaN through: every comparison is false)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PrunebenchError(f"{where}: {value} is not a finite number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _check_finite(item, f"{where}.{key}")
 
 
 def _check_semantics(config: dict[str, Any]) -> None:
@@ -71,6 +86,12 @@ def _check_semantics(config: dict[str, Any]) -> None:
 
     registered = available_methods()
     rule_dir = SCHEMA_PATH.parents[1] / "rules" / "methods"
+    for section, reserved in (("models", RESULTS_FOLDERS), ("methods", (DENSE, CALIBRATION_FOLDER))):
+        taken = [name for name in config[section] if name in reserved]
+        if taken:
+            raise PrunebenchError(
+                f"config.{section}.{taken[0]}: the name is taken by the study's own results/ paths"
+            )
     for name, spec in config["methods"].items():
         if spec.get("kind", "library") == "library":
             method = spec.get("method", name)

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 DENSE = "dense"
+#: results/<name> folders of the whole study, and results/<model>/<name> of one model's calibration.
+RESULTS_FOLDERS = ("tables", "plots", "report", "logs", "benchmarks")
+CALIBRATION_FOLDER = "calibration"
 
 
 def ratio_tag(ratio: float) -> str:
-    """The path component of a ratio: ``0.2`` -> ``0.20``."""
-    return f"{ratio:.2f}"
+    """The path component of a ratio, which names exactly that number: ``0.2`` -> ``0.20``, ``0.125`` -> ``0.125``.
+
+    Two decimals when they are exact, else the shortest decimal that reads back as ``ratio``
+    (``float(ratio_tag(r)) == r``), so two different ratios never share a path.
+    """
+    ratio = float(ratio) + 0.0  # -0.0 -> 0.0
+    short = f"{ratio:.2f}"
+    return short if float(short) == ratio else format(Decimal(repr(ratio)), "f")
+
+
+def ratio_of(config: dict[str, Any], tag: str) -> float:
+    """The configured ratio whose path component is ``tag`` (what a job prunes to, never the tag)."""
+    return {ratio_tag(r): r for r in config["ratios"]}[tag]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ rule random_structure_plan:
         f"{LOGS}/methods/random-structure/{{model}}/r{{ratio}}.log",
     params:
         model=base_model,
+        ratio=ratio_value,
         seed=config["methods"]["random-structure"].get("params", {}).get("seed", config["seed"]),
     threads: 1
     resources:

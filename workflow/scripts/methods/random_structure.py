@@ -59,4 +59,4 @@ if __name__ == "__main__" and "snakemake" not in globals():
     main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], "/dev/null")
 else:
     sm = snakemake  # noqa: F821 (the snakemake object is injected by Snakemake)
-    main(sm.params.model, float(sm.wildcards.ratio), int(sm.params.seed), sm.output[0], sm.log[0])
+    main(sm.params.model, float(sm.params.ratio), int(sm.params.seed), sm.output[0], sm.log[0])
