@@ -159,3 +159,31 @@ def test_perplexity_ignores_pad_labels_only_when_pad_id_is_truthy():
     keep = ids[0, 1:] != 5
     assert CalibrationPerplexity([ids], 5).row_values(logits, 0)[0] == pytest.approx(nll[keep].mean().item())
     assert CalibrationPerplexity([ids], 0).row_values(logits, 0)[0] == pytest.approx(nll.mean().item())
+
+
+@pytest.mark.parametrize("name", ["blockpruner", "finercut", "sleb"])
+def test_max_ratio_stops_the_search_at_the_prefix_every_smaller_ratio_uses(name):
+    model = make_tiny_model("llama3", num_hidden_layers=6, initializer_range=0.3)
+    calibration = own_samples(model)
+    method = get_method(name)
+    full_config = method.config(
+        {"batch_size": 4, "exclude": 0.0} if name == "finercut" else {"batch_size": 4}
+    )
+    stopped_config = method.config({**full_config.to_dict(), "max_ratio": 0.3})
+    full = method.score(model, calibration, full_config)
+    stopped = method.score(model, calibration, stopped_config)
+    order = stopped.meta["order"]
+    assert order == full.meta["order"][: len(order)]
+    adapter = get_adapter(model)
+    removed = [sum(removal_params(adapter, Removal.from_json(r)) for r in order[:k]) for k in (-1, None)]
+    assert removed[0] < 0.3 * decoder_params(model) <= removed[1]  # it stopped at the first step reaching 0.3
+    for ratio in (0.1, 0.3):
+        assert method.select(stopped, model, ratio, stopped_config).layers == (
+            method.select(full, model, ratio, full_config).layers
+        )
+    with pytest.raises(
+        PrunebenchError, match=rf"{name}: ratio 0.35 is beyond max_ratio 0.3, where the search stops"
+    ):
+        method.check_ratio(model, 0.35, stopped_config)
+    with pytest.raises(PrunebenchError, match=r"max_ratio must be in \[0, 1\)"):
+        method.config({"max_ratio": 1.0})

@@ -17,8 +17,11 @@ from prunebench.methods.greedy_method import (
     calibration_batches,
     check_dense,
     check_reachable,
+    check_search_budget,
+    check_within_search,
     next_token_labels,
     next_token_nll,
+    ratio_stop,
     scores_from_search,
 )
 from prunebench.methods.greedy_search import CandidateList, Criterion, greedy_search
@@ -35,6 +38,8 @@ class BlockPrunerConfig(MethodConfig):
     into 2048-token rows, `transformers.set_seed(42)`, mode `mix`, batch 2 (README/`block_search.sh`).
 
     `max_steps`: the search length (`--del-block-num`); 0 runs to the end (every candidate removed).
+    `max_ratio`: stop once the removals reach this decoder ratio (ours; 0: no limit); the order up to
+    there is the longer search's, so every ratio up to `max_ratio` gets the same plan.
     `cache_gb`: memory for the search's hidden-state cache (ours; it changes speed, never the order).
     """
 
@@ -45,6 +50,7 @@ class BlockPrunerConfig(MethodConfig):
     block_type: str = "mix"
     batch_size: int = 2
     max_steps: int = 0
+    max_ratio: float = 0.0
     cache_gb: float = 8.0
 
     def check(self) -> None:
@@ -53,8 +59,7 @@ class BlockPrunerConfig(MethodConfig):
             raise PrunebenchError(
                 f"block_type must be one of {', '.join(BLOCK_TYPES)}, got {self.block_type!r}"
             )
-        if self.max_steps < 0 or self.batch_size < 1 or self.cache_gb < 0:
-            raise PrunebenchError("max_steps must be >= 0, batch_size >= 1 and cache_gb >= 0")
+        check_search_budget(self.max_steps, self.max_ratio, self.batch_size, self.cache_gb)
 
 
 def candidate_list(num_layers: int, block_type: str) -> CandidateList:
@@ -162,6 +167,7 @@ class BlockPruner(GreedyOrderMethod):
 
     def check_ratio(self, model: nn.Module, target_ratio: float, config: MethodConfig) -> None:
         super().check_ratio(model, target_ratio, config)
+        check_within_search(target_ratio, config.max_ratio, self.name)
         allowed = candidate_list(get_adapter(model).num_layers, config.block_type)([])
         check_reachable(model, allowed, self._steps(model, config), target_ratio, self.name)
 
@@ -178,6 +184,7 @@ class BlockPruner(GreedyOrderMethod):
             self._steps(model, config),
             self.name,
             cache_gb=config.cache_gb,
+            stop=ratio_stop(model, config.max_ratio),
         )
         return scores_from_search(
             result, {"num_layers": num_layers, "unit": "sublayer", "score": "calibration perplexity"}

@@ -16,6 +16,9 @@ from prunebench.methods.greedy_method import (
     calibration_batches,
     check_dense,
     check_reachable,
+    check_search_budget,
+    check_within_search,
+    ratio_stop,
     scores_from_search,
 )
 from prunebench.methods.greedy_search import Criterion, greedy_search
@@ -34,7 +37,8 @@ class FinerCutConfig(MethodConfig):
     (README command), `--prune-level am`, `js_divergence` (the submission configs), batch size 1.
 
     `divergence`: `js_code` is what the official code computes; `js` is the textbook Jensen–Shannon
-    divergence (ours, labelled option). `max_steps`: 0 runs to the end as the official loop does.
+    divergence (ours, labelled option). `max_steps`: 0 runs to the end as the official loop does;
+    `max_ratio`: stop once the removals reach this decoder ratio (ours; 0: no limit).
     `cache_gb`: memory for the search's hidden-state cache (ours; speed only).
     """
 
@@ -47,6 +51,7 @@ class FinerCutConfig(MethodConfig):
     divergence: str = "js_code"
     batch_size: int = 1
     max_steps: int = 0
+    max_ratio: float = 0.0
     cache_gb: float = 8.0
 
     def check(self) -> None:
@@ -61,8 +66,7 @@ class FinerCutConfig(MethodConfig):
             )
         if not 0 <= self.exclude < 1:
             raise PrunebenchError(f"exclude must be in [0, 1), got {self.exclude}")
-        if self.max_steps < 0 or self.batch_size < 1 or self.cache_gb < 0:
-            raise PrunebenchError("max_steps must be >= 0, batch_size >= 1 and cache_gb >= 0")
+        check_search_budget(self.max_steps, self.max_ratio, self.batch_size, self.cache_gb)
 
 
 def module_name(removal: Removal) -> str:
@@ -211,6 +215,7 @@ class FinerCut(GreedyOrderMethod):
 
     def check_ratio(self, model: nn.Module, target_ratio: float, config: MethodConfig) -> None:
         super().check_ratio(model, target_ratio, config)
+        check_within_search(target_ratio, config.max_ratio, self.name)
         schedule = self._schedule(model, config)
         allowed = [*schedule.targets, *schedule.excluded]
         check_reachable(model, allowed, self._steps(model, config), target_ratio, self.name)
@@ -229,6 +234,7 @@ class FinerCut(GreedyOrderMethod):
             steps,
             self.name,
             cache_gb=config.cache_gb,
+            stop=ratio_stop(model, config.max_ratio),
         )
         meta = {
             "num_layers": get_adapter(model).num_layers,

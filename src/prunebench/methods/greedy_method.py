@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -69,6 +71,35 @@ def check_reachable(
         raise PrunebenchError(
             f"{name}: ratio {target_ratio} needs more removals than allowed: at most {steps} of "
             f"{len(allowed)} candidates may be removed, which removes at most {most:.4f} of decoder parameters"
+        )
+
+
+def ratio_stop(model: nn.Module, max_ratio: float) -> Callable[[list[Removal]], bool] | None:
+    """The search's stop condition for `max_ratio` (0: none): the order's removals reach that decoder ratio.
+
+    The same arithmetic as `plan_from_order`, so the stopped order holds the prefix of every ratio up to
+    `max_ratio`, exactly as a longer search would.
+    """
+    if not max_ratio:
+        return None
+    adapter = get_adapter(model)
+    budget = max_ratio * decoder_params(model)
+    return lambda order: sum(removal_params(adapter, r) for r in order) >= budget
+
+
+def check_search_budget(max_steps: int, max_ratio: float, batch_size: int, cache_gb: float) -> None:
+    """The search-length options every greedy method shares."""
+    if max_steps < 0 or batch_size < 1 or cache_gb < 0:
+        raise PrunebenchError("max_steps must be >= 0, batch_size >= 1 and cache_gb >= 0")
+    if not 0 <= max_ratio < 1:
+        raise PrunebenchError(f"max_ratio must be in [0, 1) (0: no limit), got {max_ratio}")
+
+
+def check_within_search(target_ratio: float, max_ratio: float, name: str) -> None:
+    """A ratio beyond `max_ratio` needs removals the stopped search never ranked."""
+    if max_ratio and target_ratio > max_ratio:
+        raise PrunebenchError(
+            f"{name}: ratio {target_ratio} is beyond max_ratio {max_ratio}, where the search stops; raise max_ratio"
         )
 
 

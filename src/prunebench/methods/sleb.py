@@ -14,8 +14,11 @@ from prunebench.methods.greedy_method import (
     calibration_batches,
     check_dense,
     check_reachable,
+    check_search_budget,
+    check_within_search,
     next_token_labels,
     next_token_nll,
+    ratio_stop,
     scores_from_search,
 )
 from prunebench.methods.greedy_search import Criterion, greedy_search
@@ -29,6 +32,7 @@ class SlebConfig(MethodConfig):
     """Official defaults: 128 WikiText-2 train windows of 2048 tokens, seed 0, batch 1, barriers 1 / 1.
 
     `max_steps`: blocks to search (`num_remove_blocks`); 0 searches every removable block.
+    `max_ratio`: stop once the removed blocks reach this decoder ratio (ours; 0: no limit).
     `cache_gb`: memory for the search's hidden-state cache (ours; speed only).
     """
 
@@ -40,14 +44,14 @@ class SlebConfig(MethodConfig):
     latter_barrier: int = 1
     batch_size: int = 1
     max_steps: int = 0
+    max_ratio: float = 0.0
     cache_gb: float = 8.0
 
     def check(self) -> None:
         super().check()
-        if min(self.early_barrier, self.latter_barrier, self.max_steps) < 0:
-            raise PrunebenchError("early_barrier, latter_barrier and max_steps must be >= 0")
-        if self.batch_size < 1 or self.cache_gb < 0:
-            raise PrunebenchError("batch_size must be >= 1 and cache_gb >= 0")
+        if min(self.early_barrier, self.latter_barrier) < 0:
+            raise PrunebenchError("early_barrier and latter_barrier must be >= 0")
+        check_search_budget(self.max_steps, self.max_ratio, self.batch_size, self.cache_gb)
 
 
 class SummedNll(Criterion):
@@ -104,6 +108,7 @@ class Sleb(GreedyOrderMethod):
 
     def check_ratio(self, model: nn.Module, target_ratio: float, config: MethodConfig) -> None:
         super().check_ratio(model, target_ratio, config)
+        check_within_search(target_ratio, config.max_ratio, self.name)
         check_reachable(
             model, self._removable(model, config), self._steps(model, config), target_ratio, self.name
         )
@@ -120,5 +125,6 @@ class Sleb(GreedyOrderMethod):
             self._steps(model, config),
             self.name,
             cache_gb=config.cache_gb,
+            stop=ratio_stop(model, config.max_ratio),
         )
         return scores_from_search(result, {"num_layers": num_layers, "unit": "block", "score": "summed NLL"})
