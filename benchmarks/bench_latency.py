@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation.latency import LatencyConfig, measure_latency, validate_config
 from prunebench.io import atomic_write_json
-from prunebench.methods.width_budget import uniform_keep_counts
+from prunebench.methods.width_budget import nearest_keep_counts
 from prunebench.models import apply_plan, get_adapter
 from prunebench.models.counting import achieved_ratios
 from prunebench.plan import LayerPlan, PruningPlan
@@ -80,9 +80,13 @@ def build_dense(config: LlamaConfig, dtype: torch.dtype, device: str) -> LlamaFo
 
 
 def width_plan(model, ratio: float) -> PruningPlan:
-    """Keep the first KV groups and MLP channels of every layer, as many as the uniform budget says."""
+    """Keep the first KV groups and MLP channels of every layer, as many as ``nearest_keep_counts`` says.
+
+    That rule (KV groups rounded to the nearest count) is not the official Wanda-sp one; it stays here
+    because the recorded latency figures (docs/measurements/latency-h100.md) were measured with it.
+    """
     adapter = get_adapter(model)
-    kv_keep, ch_keep = uniform_keep_counts(adapter, ratio)
+    kv_keep, ch_keep = nearest_keep_counts(adapter, ratio)
     layers = {
         i: LayerPlan(kv_heads=list(range(kv_keep)), mlp_channels=list(range(ch_keep)))
         for i in range(adapter.num_layers)

@@ -2,8 +2,9 @@
 
 Prunes the demo model to a decoder ratio (default 0.3) with a registered method (``--method``) or,
 by default, a hand-written L2-magnitude width plan (per layer, the KV groups and MLP channels with
-the largest weight norms, counts from core's ``uniform_keep_counts``), then runs every recovery
-variant with the same budget and reports test perplexity before and after, with wall time.
+the largest weight norms, counts from ``nearest_keep_counts``, the rule the recorded figures used),
+then runs every recovery variant with the same budget and reports test perplexity before and after,
+with wall time.
 
     PYTHONPATH=src nice -n 10 python benchmarks/bench_recovery.py --steps 50 --out results/bench_recovery
 """
@@ -19,7 +20,7 @@ import torch
 
 from prunebench.data import load_text
 from prunebench.evaluation.perplexity import perplexity
-from prunebench.methods.width_budget import uniform_keep_counts
+from prunebench.methods.width_budget import nearest_keep_counts
 from prunebench.models import get_adapter, load_pretrained
 from prunebench.plan import LayerPlan, PruningPlan
 from prunebench.recovery import Budget, RecoveryConfig, available_variants, recover
@@ -29,7 +30,7 @@ from prunebench.steps import prune_model, write_pruned
 def magnitude_plan(model: torch.nn.Module, ratio: float, base: str) -> PruningPlan:
     """Keep, in every layer, the KV groups and MLP channels with the largest L2 weight norms."""
     adapter = get_adapter(model)
-    kv_keep, ch_keep = uniform_keep_counts(adapter, ratio)
+    kv_keep, ch_keep = nearest_keep_counts(adapter, ratio)
     layers = {}
     for i in range(adapter.num_layers):
         attn, mlp = adapter.attention(i), adapter.mlp(i)

@@ -46,8 +46,11 @@ def _prune(demo, name, ratio):
     return plan, pruned, ppl
 
 
-@pytest.mark.parametrize("ratio", [0.2, 0.4])
-@pytest.mark.parametrize("name", ["cfsp", "magnitude-sp"])
+# magnitude-sp's official uniform counts cannot reach 0.2 on the demo model (no KV group removed reaches
+# at most 0.165, one group 0.250), so it is tried at 0.1 and 0.4.
+@pytest.mark.parametrize(
+    ("name", "ratio"), [("cfsp", 0.2), ("cfsp", 0.4), ("magnitude-sp", 0.1), ("magnitude-sp", 0.4)]
+)
 def test_demo_ratio_and_perplexity(demo, name, ratio):
     plan, pruned, ppl = _prune(demo, name, ratio)
     achieved = achieved_ratios(pruned, demo[0])["decoder_ratio"]

@@ -1,18 +1,16 @@
-"""Parameter counts, FLOPs and the width budget helper."""
+"""Parameter counts and FLOPs."""
 
 from __future__ import annotations
 
-import pytest
 from conftest import make_tiny_model
 
-from prunebench.errors import PrunebenchError
-from prunebench.methods.width_budget import uniform_keep_counts
 from prunebench.models import get_adapter
 from prunebench.models.counting import (
     decoder_params,
     flops_per_token,
     kv_group_params,
     mlp_channel_params,
+    part_params,
     sublayer_params,
     total_params,
 )
@@ -43,15 +41,7 @@ def test_flops_grow_with_context_and_shrink_with_pruning():
     assert flops_per_token(model, 10) == 2 * linear + 4 * 10 * 8 * 4 * 4
 
 
-@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5])
-def test_uniform_keep_counts_land_near_target(ratio):
-    model = make_tiny_model("llama", intermediate_size=256, num_key_value_heads=4)
-    adapter = get_adapter(model)
-    kv, ch = uniform_keep_counts(adapter, ratio)
-    removed = 4 * ((4 - kv) * kv_group_params(adapter, 0) + (256 - ch) * mlp_channel_params(adapter, 0))
-    assert abs(removed / decoder_params(model) - ratio) <= 0.02
-
-
-def test_uniform_keep_counts_refuse_bad_ratio():
-    with pytest.raises(PrunebenchError, match=r"\[0, 1\)"):
-        uniform_keep_counts(get_adapter(make_tiny_model()), 1.0)
+def test_part_params_split_the_decoder_into_attention_and_mlp():
+    model = make_tiny_model("qwen2")
+    assert part_params(model, "attn") + part_params(model, "mlp") == decoder_params(model)
+    assert part_params(model, "attn") == 4 * sublayer_params(get_adapter(model), 0, "attn")

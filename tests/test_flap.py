@@ -317,9 +317,14 @@ def test_ul_um_prunes_the_same_counts_in_every_layer():
     flap = get_method("flap")
     config = flap.config({"structure": "UL-UM"})
     scores = flap.score(model, calibration(), config)
-    plan = flap.select(scores, model, 0.3, config)
-    assert abs(plan.notes["achieved_decoder_ratio"] - 0.3) <= 0.02
+    plan = flap.select(scores, model, 0.25, config)
+    assert abs(plan.notes["achieved_decoder_ratio"] - 0.25) <= 0.02
     assert len({len(plan.layers[i].mlp_channels) for i in range(3)}) == 1
+    # the official floor: r < 1/2 removes none of the 2 KV groups, and r is recorded
+    r = plan.notes["native_pruning_ratio"]
+    assert 0 < r < 0.5 and plan.notes["removed_kv_groups_per_layer"] == 0
+    assert all(plan.layers[i].kv_heads is None for i in range(3))
+    assert plan.notes["removed_channels_per_layer"] == int(256 * r) == 256 - len(plan.layers[0].mlp_channels)
     native = flap.select(scores, model, 0.5, flap.config({"structure": "UL-UM", "budget": "native"}))
     for i in range(3):
         assert len(native.layers[i].kv_heads) == 1  # floor(0.5 * 2) groups removed

@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
 from prunebench.methods.magnitude_sp import MagnitudeSpConfig, channel_scores, group_scores
-from prunebench.methods.width_budget import uniform_keep_counts
+from prunebench.methods.width_budget import uniform_counts
 from prunebench.models import apply_plan, get_adapter
 from prunebench.models.counting import achieved_ratios
 
@@ -60,9 +60,8 @@ def test_gqa_group_owns_its_query_heads_columns():
     method = get_method("magnitude-sp")
     scores = method.score(model, None, MagnitudeSpConfig.from_params({}))
     assert (scores.tensors["group_score"][:, 1] < scores.tensors["group_score"][:, 0]).all()
-    plan = method.select(scores, model, 0.4, MagnitudeSpConfig.from_params({}))
-    kv_keep, _ = uniform_keep_counts(get_adapter(model), 0.4)
-    assert kv_keep == 1  # precondition of the next line
+    plan = method.select(scores, model, 0.5, MagnitudeSpConfig.from_params({}))
+    assert uniform_counts(get_adapter(model), 0.5).kv_groups_removed == 1  # precondition of the next line
     assert all(lp.kv_heads == [0] for lp in plan.layers.values())
 
 
@@ -75,14 +74,17 @@ def test_gqa_group_owns_its_query_heads_columns():
         pytest.param(tiny_qwen2, id="qwen2"),
     ],
 )
-@pytest.mark.parametrize("target", [0.2, 0.4])
+@pytest.mark.parametrize("target", [0.1, 0.5])  # no KV group removed at 0.1, one at 0.5
 def test_uniform_selection_and_surgery(build, target):
     model = build()
     method = get_method("magnitude-sp")
     config = MagnitudeSpConfig.from_params({})
     scores = method.score(model, None, config)
     plan = method.select(scores, model, target, config)
-    kv_keep, ch_keep = uniform_keep_counts(get_adapter(model), target)
+    counts = uniform_counts(get_adapter(model), target)
+    kv_keep = model.config.num_key_value_heads - counts.kv_groups_removed
+    ch_keep = 96 - counts.channels_removed
+    assert plan.notes["native_pruning_ratio"] == counts.native_ratio
     channels = scores.tensors["channel_score"]
     for i, lp in plan.layers.items():
         kept = lp.mlp_channels if lp.mlp_channels is not None else list(range(96))

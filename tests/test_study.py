@@ -272,6 +272,8 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     for column in (
         "achieved_decoder_ratio",
         "achieved_total_ratio",
+        "attention_removed",
+        "mlp_removed",
         "dataset",
         "seqlen",
         "task",

@@ -20,7 +20,7 @@ from prunebench.methods import Method, MethodConfig, Scores, get_method
 from prunebench.methods.base import SCORES_DIRECTORY
 from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pretrained
 from prunebench.models.checkpoint import PRUNED_CHECKPOINT, load_skeleton
-from prunebench.models.counting import decoder_params, total_params
+from prunebench.models.counting import decoder_params, part_params, total_params
 from prunebench.plan import PruningPlan
 
 SAMPLES_FILE = "calibration.safetensors"
@@ -95,13 +95,21 @@ def _method_calibration(
 
 
 def _param_counts(model: torch.nn.Module) -> dict[str, int]:
-    return {"decoder": decoder_params(model), "total": total_params(model)}
+    return {
+        "decoder": decoder_params(model),
+        "total": total_params(model),
+        "attn": part_params(model, "attn"),
+        "mlp": part_params(model, "mlp"),
+    }
 
 
 def _achieved(after: dict[str, int], before: dict[str, int]) -> dict[str, float]:
+    """Fractions removed (decoder, total, attention and MLP parameters) and the counts after pruning."""
     return {
         "decoder_ratio": 1 - after["decoder"] / before["decoder"],
         "total_ratio": 1 - after["total"] / before["total"],
+        "attention_removed": 1 - after["attn"] / before["attn"],
+        "mlp_removed": 1 - after["mlp"] / before["mlp"],
         "decoder_params": after["decoder"],
         "total_params": after["total"],
     }

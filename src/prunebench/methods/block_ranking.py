@@ -19,7 +19,7 @@ import torch
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, MethodConfig, Scores
-from prunebench.methods.removal_order import Removal, plan_from_order, removal_params
+from prunebench.methods.removal_order import Removal, plan_from_order, reaches, removal_params
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import decoder_params
@@ -61,8 +61,9 @@ def check_block_ratio(adapter: ModelAdapter, target_ratio: float, protected: lis
     n = adapter.num_layers
     allowed = [i for i in range(n) if i not in protected]
     sizes = sorted((removal_params(adapter, Removal(i, "block")) for i in allowed), reverse=True)[: n - 1]
-    reachable = sum(sizes) / decoder_params(adapter.model)
-    if reachable < float(target_ratio):
+    total = decoder_params(adapter.model)
+    reachable = sum(sizes) / total
+    if not reaches(sum(sizes), total, float(target_ratio)):
         raise PrunebenchError(
             f"{method}: target ratio {target_ratio} needs more blocks than may be removed: "
             f"{len(sizes)} of {n} blocks are removable (protected: {protected}) and they hold only "

@@ -148,6 +148,10 @@ class BlockPruner(GreedyOrderMethod):
     to the end) and every ratio is a prefix of its order (`plan_from_order`, real parameter counts).
     Ours: the search is computed with `greedy_search` (prefix cache, candidate memo, early abandoning), which returns the
     naive search's order; the result is physically pruned rather than masked.
+
+    Ratio to count: the official code takes a count of sublayers (`--del-block-num`) and reports the
+    resulting parameter ratio. Here the count is the fewest steps whose parameters reach the study's
+    decoder ratio (a ceiling in parameters, `plan_from_order`), recorded in the plan notes.
     """
 
     Config = BlockPrunerConfig

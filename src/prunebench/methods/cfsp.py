@@ -34,8 +34,9 @@ attention, embeddings and norms are untouched. Steps, as in the official code:
    (the official list ``every_pruning_ratios`` holds fractions *kept*).
 
 5. Channel selection: with ``cuda_friendly`` (the default of the official ``start.sh``) layer ``l``
-   keeps ``int((m*k_l + 64)/128)*128`` channels, i.e. ``m*k_l`` rounded to the nearest multiple of
-   128 (the multiple is the ``round_to`` option, default 128; the half-step is ``round_to/2``).
+   keeps ``int((m*k_l + 64)/128)*128`` channels, i.e. ``m*k_l`` rounded to the **nearest** multiple of
+   128, the same float operations as the official threshold index ``int((m*k_l + 64)/128)*128 - 1``
+   (the multiple is the ``round_to`` option, default 128; the half-step is ``round_to/2``).
    Fix: when that count is 0 the official index ``-1`` picks the smallest score and keeps **every**
    channel; we keep ``round_to`` channels instead (and never more than ``m``). Without
    ``cuda_friendly`` a layer keeps ``int(m*k_l) + 1`` channels (the official off-by-one).

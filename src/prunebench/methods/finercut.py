@@ -181,6 +181,11 @@ class FinerCut(GreedyOrderMethod):
     reproduced. The official loop runs to the end; every ratio is a prefix (`plan_from_order`).
     Ours: `greedy_search` (prefix cache, candidate memo, early abandoning) returns the naive search's order; the result
     is physically pruned rather than replaced by identity modules.
+
+    Ratio to count: the official script saves, for a ratio `r`, the first `int(2L * r)` sublayers of the
+    order (`scripts/prune_layer.py`: a floored fraction of sublayers). The study's ratio is a fraction of
+    parameters, so here the count is the fewest steps whose parameters reach it (a ceiling in
+    parameters, `plan_from_order`); attention sublayers are smaller, so the two counts differ.
     """
 
     Config = FinerCutConfig

@@ -19,7 +19,9 @@ compensation. Each step below names the part of the official code (``lib/prune.p
    layers are ranked together and cut at one global threshold ``τ = sorted[k*]`` with
    ``k* = argmin_k |cumsum_k(w) − (1−r)·Σw|`` and the strict rule "keep iff score > τ". A layer may
    lose every head or every channel. ``UL-UM``: the same number of heads (ranked by the *sum* of
-   their raw squared o_proj scores) and of channels pruned in every layer, keeping "score ≥ τ".
+   their raw squared o_proj scores) and of channels pruned in every layer, keeping "score ≥ τ"; the
+   counts are floored, ``int(r·H)`` heads and ``int(m·r)`` channels
+   (:mod:`~prunebench.methods.width_budget`).
 5. Bias compensation (``compress``): ``B = W · ((1 − M) ⊙ μ)`` from the full weight, added to the
    ``o_proj``/``down_proj`` bias (returned in ``PruningPlan.compensation``; the core adds it to
    an existing bias, e.g. Qwen2, or keeps it as a constant when a whole sublayer goes). We store
@@ -35,14 +37,16 @@ Extensions (also listed in ``plan.notes["extensions"]``):
   integer weight tensor truncates ``512/3`` to 170 (MHA, ``hd = 128``). Any ``head_dim``, layer
   count, and existing biases are handled.
 - **Decoder budget** (``budget=decoder``, default): the study ratio is the fraction of
-  decoder-layer parameters removed. We keep FLAP's ranking and strict threshold but choose the cut
-  so the *kept set* has the budget, counting real parameters per KV group and channel (biases
-  included), then correct once for norms and compensation biases. ``budget=native`` passes the ratio
-  to FLAP as its own ``--pruning_ratio`` (the official formulas above, integer weights for AL-AM,
-  ``floor(r·H_kv)``/``floor(r·m)`` for UL-UM); the plan notes record target, native and achieved.
-  The cut moves one ranked structure at a time, so the achieved ratio can miss the target by about
-  one structure's share of the decoder when a KV group sits at the cut (≈0.7 % for the demo model,
-  ≈0.03 % for LLaMA-7B).
+  decoder-layer parameters removed. AL-AM: we keep FLAP's ranking and strict threshold but choose the
+  cut so the *kept set* has the budget, counting real parameters per KV group and channel (biases
+  included), then correct once for norms and compensation biases; the cut moves one ranked structure
+  at a time, so the achieved ratio can miss the target by about one structure's share of the decoder
+  when a KV group sits at the cut (≈0.7 % for the demo model, ≈0.03 % for LLaMA-7B). UL-UM: the
+  official floored counts for the native ratio ``r`` whose decoder ratio comes closest to the target
+  (:func:`~prunebench.methods.width_budget.uniform_counts`, refused beyond a 0.02 miss); ``r`` and the
+  per-layer counts are in the plan notes. ``budget=native`` passes the ratio to FLAP as its own
+  ``--pruning_ratio`` (the official formulas above: integer weights and the nearest cumulative weight
+  for AL-AM, ``int(r·H_kv)``/``int(m·r)`` for UL-UM); the plan notes record target, native and achieved.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ import torch
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.methods.channel_stats import InputStats, attach, group_channels
-from prunebench.methods.width_budget import uniform_keep_counts
+from prunebench.methods.width_budget import check_budget, uniform_counts
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import decoder_params, kv_group_params, mlp_channel_params, plan_decoder_ratio
@@ -62,7 +66,6 @@ from prunebench.plan import LayerPlan, PruningPlan
 
 METRICS = ("WIFV", "IFV", "WIFN")
 STRUCTURES = ("AL-AM", "UL-UM")
-BUDGETS = ("decoder", "native")
 EXTENSIONS = [
     "GQA: heads pruned by KV group, group score = mean of standardised o_proj channel scores",
     "GQA: group weight in the global search = floor((2g+2)*head_dim/3) channel-equivalents",
@@ -92,8 +95,7 @@ class FlapConfig(MethodConfig):
             raise PrunebenchError(
                 f"flap: structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}"
             )
-        if self.budget not in BUDGETS:
-            raise PrunebenchError(f"flap: budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        check_budget("flap", self.budget)
         if self.batch_size < 1:
             raise PrunebenchError(f"flap: batch_size must be at least 1, got {self.batch_size}")
         if self.nsamples < 2:
@@ -258,10 +260,10 @@ class Flap(Method):
         return Scores(tensors=tensors, meta=meta)
 
     def check_ratio(self, model: torch.nn.Module, target_ratio: float, config: FlapConfig) -> None:
-        """A ratio must lie in [0, 1); UL-UM must realise it within 0.02 with uniform counts."""
+        """A ratio must lie in [0, 1); UL-UM must realise it within 0.02 with the official uniform counts."""
         super().check_ratio(model, target_ratio, config)
-        if config.structure == "UL-UM" and config.budget == "decoder":
-            uniform_keep_counts(get_adapter(model), target_ratio)
+        if config.structure == "UL-UM":
+            uniform_counts(get_adapter(model), target_ratio, config.budget, "flap")
 
     def select(
         self, scores: Scores, model: torch.nn.Module, target_ratio: float, config: FlapConfig
@@ -281,11 +283,8 @@ class Flap(Method):
         else:
             attn_keep, mlp_keep = self._uniform(scores, adapter, target_ratio, config, notes)
         plan = _plan(adapter, attn_keep, mlp_keep, scores, target_ratio, config, notes)
-        notes.update(
-            target_ratio=target_ratio,
-            native_pruning_ratio=target_ratio if config.budget == "native" else None,
-            achieved_decoder_ratio=plan_decoder_ratio(adapter, plan),
-        )
+        notes.setdefault("native_pruning_ratio", target_ratio if config.budget == "native" else None)
+        notes.update(target_ratio=target_ratio, achieved_decoder_ratio=plan_decoder_ratio(adapter, plan))
         return plan
 
     def _adaptive(
@@ -317,17 +316,9 @@ class Flap(Method):
         width = adapter.group_size * adapter.head_dim
         attn = group_channels(scores.tensors["attn_score"], width).sum(dim=-1)
         mlp = scores.tensors["mlp_score"]
-        if config.budget == "native":
-            remove_heads = int(target_ratio * adapter.num_kv_heads)
-            remove_channels = int(adapter.intermediate_size * target_ratio)
-        else:
-            kv_keep, ch_keep = uniform_keep_counts(adapter, target_ratio)
-            remove_heads, remove_channels = (
-                adapter.num_kv_heads - kv_keep,
-                adapter.intermediate_size - ch_keep,
-            )
-        notes.update(removed_kv_groups_per_layer=remove_heads, removed_channels_per_layer=remove_channels)
-        return keep_uniform(attn, remove_heads), keep_uniform(mlp, remove_channels)
+        counts = uniform_counts(adapter, target_ratio, config.budget, "flap")
+        notes.update(counts.notes())
+        return keep_uniform(attn, counts.kv_groups_removed), keep_uniform(mlp, counts.channels_removed)
 
 
 def _decoder_cut(

@@ -10,7 +10,7 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, MethodConfig, Scores
 from prunebench.methods.greedy_search import SearchResult
-from prunebench.methods.removal_order import Removal, plan_from_order, removal_params
+from prunebench.methods.removal_order import Removal, plan_from_order, reaches, removal_params
 from prunebench.models import get_adapter
 from prunebench.models.counting import decoder_params
 from prunebench.plan import PruningPlan
@@ -66,8 +66,9 @@ def check_reachable(
     """Refuse, before any search, a ratio that even the `steps` largest allowed removals cannot reach."""
     adapter = get_adapter(model)
     sizes = sorted((removal_params(adapter, r) for r in allowed), reverse=True)[:steps]
-    most = sum(sizes) / decoder_params(model)
-    if most < target_ratio:
+    total = decoder_params(model)
+    most = sum(sizes) / total
+    if not reaches(sum(sizes), total, target_ratio):
         raise PrunebenchError(
             f"{name}: ratio {target_ratio} needs more removals than allowed: at most {steps} of "
             f"{len(allowed)} candidates may be removed, which removes at most {most:.4f} of decoder parameters"

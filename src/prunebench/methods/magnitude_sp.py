@@ -9,10 +9,17 @@ CFSP's repository has an MLP-only copy). Scores, as coded there:
   scored by the sum over the group's ``g * head_dim`` ``o_proj`` columns; for MHA this is the
   official head score.
 
-Every layer loses the same fraction of KV groups and of channels (official: ``int(r * H)`` heads
-and ``int(r * m)`` channels per layer). Here the per-layer counts come from the study's decoder
-ratio through ``uniform_keep_counts``. Deviation: the official code keeps every structure whose
-score ties the threshold; we keep exactly the counted number, ties going to the lower index.
+Counts (:mod:`~prunebench.methods.width_budget`): with the pruning ratio ``r`` every layer loses
+``int(r * H)`` heads and ``int(m * r)`` channels, both **floored** as in the official code
+(``int(args.pruning_ratio*layer.self_attn.num_heads)``, ``int(W_metric.numel()*args.pruning_ratio)``);
+for GQA, ``int(r * H_kv)`` KV groups (extension). ``budget=decoder`` (default) picks the ``r`` whose
+floored counts give the decoder ratio closest to the study ratio (refused beyond a 0.02 miss);
+``budget=native`` uses the study ratio as ``r``. The plan notes record ``r`` and the per-layer counts.
+Deviation: the official code keeps every structure whose score ties the threshold; we keep exactly
+the counted number, ties going to the lower index.
+
+Fidelity: on a random MHA Llama with ``head_dim`` 128 the kept heads and channels equal those of the
+official ``prune_magnitude_sp`` at every ratio tried (docs/fidelity/wanda-sp.md).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.methods.cfsp import top_indices
-from prunebench.methods.width_budget import uniform_keep_counts
+from prunebench.methods.width_budget import check_budget, uniform_counts
 from prunebench.models import get_adapter
 from prunebench.models.counting import plan_decoder_ratio
 from prunebench.plan import LayerPlan, PruningPlan
@@ -32,7 +39,17 @@ from prunebench.plan import LayerPlan, PruningPlan
 
 @dataclass(frozen=True)
 class MagnitudeSpConfig(MethodConfig):
-    """No options of its own: magnitude-sp reads only the weights (the calibration fields go unused)."""
+    """magnitude-sp reads only the weights (the calibration fields go unused).
+
+    ``budget``: ``decoder`` (the study ratio is a decoder-parameter fraction) or ``native`` (it is the
+    official ``--pruning_ratio`` itself).
+    """
+
+    budget: str = "decoder"
+
+    def check(self) -> None:
+        super().check()
+        check_budget("magnitude-sp", self.budget)
 
 
 def channel_scores(down_proj_weight: torch.Tensor) -> torch.Tensor:
@@ -85,11 +102,15 @@ class MagnitudeSp(Method):
         }
         return Scores(tensors={"group_score": groups, "channel_score": channels}, meta=meta)
 
+    def check_ratio(self, model, target_ratio: float, config: MagnitudeSpConfig) -> None:
+        """A ratio must lie in [0, 1) and be realisable with the official uniform per-layer counts."""
+        super().check_ratio(model, target_ratio, config)
+        uniform_counts(get_adapter(model), target_ratio, config.budget, "magnitude-sp")
+
     def select(self, scores: Scores, model, target_ratio: float, config: MagnitudeSpConfig) -> PruningPlan:
         """Keep the same number of top KV groups and top channels in every layer."""
-        if not 0 <= target_ratio < 1:
-            raise PrunebenchError(f"magnitude-sp: target ratio must be in [0, 1), got {target_ratio}")
         adapter = get_adapter(model)
+        counts = uniform_counts(adapter, target_ratio, config.budget, "magnitude-sp")
         groups, channels = scores.tensors["group_score"], scores.tensors["channel_score"]
         expected = (adapter.num_layers, adapter.num_kv_heads, adapter.intermediate_size)
         if (groups.shape[0], groups.shape[1], channels.shape[1]) != expected:
@@ -97,7 +118,8 @@ class MagnitudeSp(Method):
                 f"magnitude-sp: scores for (layers, kv_heads, channels) = "
                 f"{(groups.shape[0], groups.shape[1], channels.shape[1])}, the model has {expected}"
             )
-        kv_keep, ch_keep = uniform_keep_counts(adapter, target_ratio)
+        kv_keep = adapter.num_kv_heads - counts.kv_groups_removed
+        ch_keep = adapter.intermediate_size - counts.channels_removed
         layers = {
             i: LayerPlan(
                 kv_heads=None if kv_keep == adapter.num_kv_heads else top_indices(groups[i], kv_keep),
@@ -116,8 +138,8 @@ class MagnitudeSp(Method):
         )
         plan.notes = {
             "target_ratio": target_ratio,
-            "kv_groups_kept_per_layer": kv_keep,
-            "channels_kept_per_layer": ch_keep,
+            "budget": config.budget,
+            **counts.notes(),
             "achieved_decoder_ratio": plan_decoder_ratio(adapter, plan),
             "extensions": ["heads removed by whole KV group (GQA), scored by the group's o_proj columns"],
             "deviations": ["exactly the counted structures are kept; ties go to the lower index"],

@@ -11,6 +11,10 @@ from prunebench.models.counting import decoder_params, sublayer_params
 from prunebench.plan import LayerPlan, PruningPlan
 
 Part = Literal["attn", "mlp", "block"]
+# Relative slack when comparing removed parameters with ``ratio × total``: the float product can land a
+# hair above an exact decimal share (0.55 × 20 blocks asks for 11.000000000000002 blocks). 1e-9 of the
+# decoder is far less than any removable block or sublayer.
+REACH_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,11 @@ def removal_params(adapter: ModelAdapter, removal: Removal) -> int:
     return sublayer_params(adapter, removal.layer, removal.part)
 
 
+def reaches(removed: int, total: int, ratio: float) -> bool:
+    """True when ``removed`` of ``total`` parameters is at least the fraction ``ratio`` (up to float error)."""
+    return removed >= (ratio - REACH_SLACK) * total
+
+
 def plan_from_order(
     adapter: ModelAdapter,
     order: list[Removal],
@@ -48,20 +57,23 @@ def plan_from_order(
 ) -> PruningPlan:
     """The plan made of the shortest prefix of ``order`` whose removed decoder parameters reach the ratio.
 
-    Attention and MLP sublayers differ in size, so the prefix is found on real parameter counts.
+    Attention and MLP sublayers differ in size, so the prefix is found on real parameter counts: the
+    count is a ceiling in parameters (the fewest steps whose parameters are at least the target, see
+    :func:`reaches`). The official codes take a count instead (BlockPruner, Shortened-LLaMA, SLEB) or
+    floor a fraction of units (FinerCut: ``int(2L·r)`` sublayers); each method's docstring says which.
     The native count (blocks or sublayers removed) is recorded in ``plan.notes``.
     """
     if not 0 <= target_ratio < 1:
         raise PrunebenchError(f"ratio must be in [0, 1), got {target_ratio}")
     allowed = order if max_steps is None else order[:max_steps]
-    budget = target_ratio * decoder_params(adapter.model)
+    total = decoder_params(adapter.model)
     removed, prefix = 0, 0
-    while removed < budget and prefix < len(allowed):
+    while not reaches(removed, total, target_ratio) and prefix < len(allowed):
         removed += removal_params(adapter, allowed[prefix])
         prefix += 1
-    if removed < budget:
+    if not reaches(removed, total, target_ratio):
         raise PrunebenchError(
-            f"{method}: removing all {len(allowed)} allowed steps removes {removed / decoder_params(adapter.model):.3f} "
+            f"{method}: removing all {len(allowed)} allowed steps removes {removed / total:.3f} "
             f"of decoder parameters, less than the target ratio {target_ratio}"
         )
     layers: dict[int, LayerPlan] = {}

@@ -20,8 +20,8 @@ Steps of the official code and where they live here:
    official script passes it, so ``plus_heuristic`` defaults to true for both criteria.
 6. One-shot removal of the first blocks of the order, all at once, into a model with fewer layers
    (``utils.get_block_pruned_network``: a plain HF checkpoint). The official knob is a number of
-   blocks; here the number is the shortest prefix reaching the study's decoder ratio, recorded in
-   the plan notes.
+   blocks; here the number is the shortest prefix reaching the study's decoder ratio (a ceiling in
+   parameters), recorded in the plan notes.
 
 Our deviations, all ranking-neutral: the PPL criterion replays the dense model's layers on cached
 inputs instead of rebuilding an (L-1)-layer model per block (the same computation, about half the

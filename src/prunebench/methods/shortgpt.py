@@ -11,8 +11,9 @@ No official code was published; this follows the paper's definition:
    after the model's final RMSNorm, so the last layer's BI would compare a pre-norm input with a
    post-norm output. :func:`block_influence`.
 3. Layers sorted by ascending BI (ties to the lower index); the shortest prefix reaching the study's
-   decoder ratio is deleted, giving a plain HF checkpoint with fewer layers. The paper's knob is a
-   number of layers, recorded in the plan notes.
+   decoder ratio is deleted (a ceiling in parameters: the fewest layers whose parameters reach it),
+   giving a plain HF checkpoint with fewer layers. The paper's knob is a number of layers, recorded in
+   the plan notes; the llm_dissect reimplementation floors a fraction of layers, ``int(sparsity·L)``.
 
 Calibration: the paper profiles on PG19 (``dataset = "pg19"``); the number and length of the rows used
 are not stated in the sources we could read, so ``nsamples``/``seqlen`` are our choice (labelled).

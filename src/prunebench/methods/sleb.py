@@ -88,6 +88,11 @@ class Sleb(GreedyOrderMethod):
     and the block with the lowest loss is removed (ties: the earliest block, strict `<`). Every ratio is
     a prefix of the resulting order (`plan_from_order`). Ours: `greedy_search` (prefix cache, candidate
     memo, early abandoning) returns the naive search's order.
+
+    Ratio to count: the official `sleb.py` takes a count (`num_remove_blocks`); its `latency.py` turns a
+    ratio into `int(np.ceil(L * r))` blocks. Here the study's decoder ratio takes the fewest blocks whose
+    parameters reach it (`plan_from_order`), which for equal blocks is the same ceiling, without the
+    float artefact of `np.ceil(10 * 0.3) = 4`.
     """
 
     Config = SlebConfig

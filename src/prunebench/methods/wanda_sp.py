@@ -9,19 +9,27 @@
    to produce the next layer's inputs.
 3. Score of input channel ``j``: ``mean_i |W_ij| · sqrt(ρ_j)``; a head's score is the sum over its
    channels.
-4. Uniform: ``floor(r·H)`` heads and ``floor(r·m)`` channels removed in every layer, keeping
-   "score ≥ τ" with ``τ`` the sorted value at that index; no bias compensation.
+4. Uniform, with the official counts (:mod:`~prunebench.methods.width_budget`): with the pruning ratio
+   ``r`` every layer loses ``int(r·H)`` heads and ``int(m·r)`` channels (**floor**, as
+   ``int(args.pruning_ratio*layer.self_attn.num_heads)`` and ``int(W_metric.numel()*args.pruning_ratio)``),
+   keeping "score ≥ τ" with ``τ`` the sorted value at that index (ties keep more); no bias compensation.
+   With ``H`` units per layer, any ``r < 1/H`` removes no attention at all.
 
 Because of step 2 the statistics of every layer after the first depend on the ratio. ``score()``
 therefore only fixes and stores the calibration tokens; ``select()`` runs the whole sequential pass
 (one dense and one pruned forward of every layer over the calibration set) for each ratio. This is
 the faithful algorithm; ``select()`` is not cheap for this method.
 
-Extensions (also in ``plan.notes["extensions"]``): **GQA** — heads are pruned by KV group (one KV
+Extensions (also in ``plan.notes["extensions"]``): **GQA** -- heads are pruned by KV group (one KV
 head with its query heads), a group's score is the sum over its ``g·hd`` o_proj channels, and the
-native count is ``floor(r·H_kv)`` groups; **decoder budget** (default) — the per-layer counts come from
-:func:`~prunebench.methods.width_budget.uniform_keep_counts` so the decoder-parameter ratio matches the
-study ratio; ``budget=native`` uses the ratio as Wanda-sp's own ``--pruning_ratio`` instead.
+count is ``int(r·H_kv)`` groups (the official rule for MHA). **Decoder budget** (``budget=decoder``,
+default) -- ``r`` is the native ratio whose floored counts give the decoder-parameter ratio closest to
+the study ratio (:func:`~prunebench.methods.width_budget.uniform_counts`; a miss above its tolerance
+of 0.02 is refused); ``budget=native`` passes the study ratio as ``r`` itself. The plan notes record
+``r`` (``native_pruning_ratio``) and the KV groups and channels removed per layer.
+
+Fidelity: on a random MHA Llama with ``head_dim`` 128 the kept heads and channels equal those of the
+official ``prune_wanda_sp`` at every ratio tried (docs/fidelity/wanda-sp.md).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.methods.channel_stats import InputStats, attach, group_channels
 from prunebench.methods.flap import keep_uniform, layer_plans
-from prunebench.methods.width_budget import uniform_keep_counts
+from prunebench.methods.width_budget import check_budget, uniform_counts
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import plan_decoder_ratio
@@ -63,8 +71,7 @@ class WandaSpConfig(MethodConfig):
 
     def check(self) -> None:
         super().check()
-        if self.budget not in ("decoder", "native"):
-            raise PrunebenchError(f"wanda-sp: budget must be decoder or native, got {self.budget!r}")
+        check_budget("wanda-sp", self.budget)
         if self.batch_size < 1:
             raise PrunebenchError(f"wanda-sp: batch_size must be at least 1, got {self.batch_size}")
 
@@ -151,10 +158,9 @@ class WandaSp(Method):
         )
 
     def check_ratio(self, model: nn.Module, target_ratio: float, config: WandaSpConfig) -> None:
-        """A ratio must lie in [0, 1) and be realisable with uniform per-layer counts."""
+        """A ratio must lie in [0, 1) and be realisable with the official uniform per-layer counts."""
         super().check_ratio(model, target_ratio, config)
-        if config.budget == "decoder":
-            uniform_keep_counts(get_adapter(model), target_ratio)
+        uniform_counts(get_adapter(model), target_ratio, config.budget, "wanda-sp")
 
     def select(
         self, scores: Scores, model: nn.Module, target_ratio: float, config: WandaSpConfig
@@ -166,24 +172,15 @@ class WandaSp(Method):
             raise PrunebenchError(f"these scores were made by {scores.meta.get('method')!r}, not by wanda-sp")
         if not adapter.is_dense():
             raise PrunebenchError("wanda-sp prunes a dense model, but this model is already pruned")
+        counts = uniform_counts(adapter, target_ratio, config.budget, "wanda-sp")
         notes: dict[str, Any] = {
             "extensions": list(EXTENSIONS),
             "target_ratio": target_ratio,
             "budget": config.budget,
-            "native_pruning_ratio": target_ratio if config.budget == "native" else None,
+            **counts.notes(),
         }
-        if config.budget == "native":
-            remove_heads = int(target_ratio * adapter.num_kv_heads)
-            remove_channels = int(adapter.intermediate_size * target_ratio)
-        else:
-            kv_keep, ch_keep = uniform_keep_counts(adapter, target_ratio)
-            remove_heads, remove_channels = (
-                adapter.num_kv_heads - kv_keep,
-                adapter.intermediate_size - ch_keep,
-            )
-        notes.update(removed_kv_groups_per_layer=remove_heads, removed_channels_per_layer=remove_channels)
         attn_keep, mlp_keep = self._sequential(
-            adapter, scores.tensors["input_ids"], remove_heads, remove_channels, config
+            adapter, scores.tensors["input_ids"], counts.kv_groups_removed, counts.channels_removed, config
         )
         plan = PruningPlan(
             base_model=str(getattr(adapter.config, "_name_or_path", "") or "model"),

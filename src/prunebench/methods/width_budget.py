@@ -1,42 +1,155 @@
-"""Width baselines: how many KV groups and channels every layer keeps for a uniform decoder ratio."""
+"""Uniform width baselines: how many KV groups and MLP channels every layer loses for a ratio.
+
+Official rule (``CASIA-IVA-Lab/FLAP``, ``lib/prune.py``: ``prune_wanda_sp``, ``prune_magnitude_sp`` and
+``prune_flap`` with ``--structure UL-UM``): with the pruning ratio ``r`` every layer loses
+``int(r * num_heads)`` attention heads and ``int(m * r)`` MLP channels, both counts **floored**, in
+Python float arithmetic. :func:`native_counts` computes exactly that. Extension (GQA, ours): heads are
+counted in KV groups, ``int(r * num_kv_heads)``; for MHA a KV group is one head and the rule is the
+official one. Since ``r < 1``, at least one KV group and one channel always stay.
+
+Study ratio (``budget="decoder"``): the study's ratio is a fraction of decoder-layer parameters. The
+native ``r`` is chosen so that the decoder ratio of its floored counts comes closest to the target (ties:
+the smaller ``r``); :func:`uniform_counts` searches every ``r`` at which a count steps. With few KV
+groups a group step is coarse: on a model with three KV groups, every ``r < 1/3`` removes no attention
+at all, so a study ratio between what ``511/1536`` channels and what one group plus ``512`` channels
+remove cannot be reached. A target missed by more than :data:`TOLERANCE` is refused, naming the
+nearest reachable ratios.
+
+:func:`nearest_keep_counts` is prunebench's earlier rule (KV groups kept = ``round(n_kv * (1 − t))``,
+channels absorb the rest). It is not the official rule; it is kept, labelled, for the benchmarks whose
+recorded figures were measured with it.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
 
 from prunebench.errors import PrunebenchError
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import decoder_params, kv_group_params, mlp_channel_params
 
+BUDGETS = ("decoder", "native")
+# Largest accepted |achieved decoder ratio − study ratio| for budget="decoder".
+TOLERANCE = 0.02
+COUNT_RULE = (
+    "official floor: int(r * num_kv_heads) KV groups and int(intermediate_size * r) channels per layer"
+)
 
-def uniform_keep_counts(
-    adapter: ModelAdapter, target_ratio: float, prune_heads: bool = True, prune_channels: bool = True
-) -> tuple[int, int]:
-    """Per-layer (KV groups kept, MLP channels kept) whose decoder ratio is closest to ``target_ratio``.
 
-    The same fraction is removed from heads and channels: the KV-group count is rounded (GQA makes
-    it coarse) and the channel count then absorbs the rounding error so the total lands close.
-    A ratio that cannot be reached while keeping at least one group and one channel is an error.
+@dataclass(frozen=True)
+class UniformCounts:
+    """What every layer loses under the official uniform rule, and the decoder ratio that achieves."""
+
+    native_ratio: float  # r, the method's own --pruning_ratio
+    kv_groups_removed: int  # per layer: int(r * num_kv_heads)
+    channels_removed: int  # per layer: int(intermediate_size * r)
+    decoder_ratio: float  # fraction of decoder-layer parameters removed
+
+    def notes(self) -> dict[str, Any]:
+        """The plan-note fields shared by the uniform width methods."""
+        return {
+            "native_pruning_ratio": self.native_ratio,
+            "count_rule": COUNT_RULE,
+            "removed_kv_groups_per_layer": self.kv_groups_removed,
+            "removed_channels_per_layer": self.channels_removed,
+        }
+
+
+def check_budget(method: str, budget: str) -> None:
+    """A budget must be one of :data:`BUDGETS`."""
+    if budget not in BUDGETS:
+        raise PrunebenchError(f"{method}: budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+
+
+def native_counts(adapter: ModelAdapter, ratio: float) -> tuple[int, int]:
+    """``(int(r * num_kv_heads), int(intermediate_size * r))``: KV groups and channels removed per layer."""
+    return int(ratio * adapter.num_kv_heads), int(adapter.intermediate_size * ratio)
+
+
+class _Costs:
+    """Decoder parameters removed by one KV group and one channel in every layer, over the dense total."""
+
+    def __init__(self, adapter: ModelAdapter):
+        layers = range(adapter.num_layers)
+        self.group = sum(kv_group_params(adapter, i) for i in layers)
+        self.channel = sum(mlp_channel_params(adapter, i) for i in layers)
+        self.decoder = decoder_params(adapter.model)
+
+    def ratio(self, groups: int, channels: int) -> float:
+        return (groups * self.group + channels * self.channel) / self.decoder
+
+
+def _first_ratio(count: int, units: int) -> float:
+    """The smallest float ``r`` with ``int(r * units) >= count`` (``count / units`` can round either way)."""
+    r = count / units
+    while int(r * units) < count:
+        r = math.nextafter(r, math.inf)
+    while r > 0 and int(math.nextafter(r, 0.0) * units) >= count:
+        r = math.nextafter(r, 0.0)
+    return r
+
+
+def _steps(adapter: ModelAdapter) -> list[float]:
+    """Every ``r`` in ``[0, 1)`` at which a floored count changes, ascending (0 included)."""
+    units = (adapter.num_kv_heads, adapter.intermediate_size)
+    return sorted({0.0} | {_first_ratio(c, n) for n in units for c in range(1, n)})
+
+
+def uniform_counts(
+    adapter: ModelAdapter, target_ratio: float, budget: str = "decoder", method: str = "uniform width"
+) -> UniformCounts:
+    """The official uniform counts for ``target_ratio``.
+
+    ``budget="native"``: ``target_ratio`` is ``r`` itself. ``budget="decoder"``: ``r`` is the step whose
+    counts give the decoder ratio closest to ``target_ratio`` (ties: the smaller ``r``); a miss larger
+    than :data:`TOLERANCE` raises ``PrunebenchError`` (prefixed with ``method``) naming the reachable
+    ratios on either side.
+    """
+    if not 0 <= target_ratio < 1:
+        raise PrunebenchError(f"{method}: ratio must be in [0, 1), got {target_ratio}")
+    check_budget(method, budget)
+    costs = _Costs(adapter)
+    if budget == "native":
+        groups, channels = native_counts(adapter, target_ratio)
+        return UniformCounts(target_ratio, groups, channels, costs.ratio(groups, channels))
+    options = []
+    for r in _steps(adapter):
+        groups, channels = native_counts(adapter, r)
+        options.append(UniformCounts(r, groups, channels, costs.ratio(groups, channels)))
+    best = min(options, key=lambda c: abs(c.decoder_ratio - target_ratio))
+    if abs(best.decoder_ratio - target_ratio) > TOLERANCE:
+        below = max((c for c in options if c.decoder_ratio <= target_ratio), key=lambda c: c.decoder_ratio)
+        above = [c for c in options if c.decoder_ratio > target_ratio]
+        reach = f"{below.decoder_ratio:.3f} (r={below.native_ratio:.4f})"
+        if above:
+            reach += f" and {above[0].decoder_ratio:.3f} (r={above[0].native_ratio:.4f})"
+        raise PrunebenchError(
+            f"{method}: the official uniform rule (int(r*{adapter.num_kv_heads}) of {adapter.num_kv_heads} KV groups "
+            f"and int(r*{adapter.intermediate_size}) channels removed per layer) reaches decoder ratios {reach} "
+            f"around {target_ratio}, not within {TOLERANCE}; choose a reachable ratio or budget=native"
+        )
+    return best
+
+
+def nearest_keep_counts(adapter: ModelAdapter, target_ratio: float) -> tuple[int, int]:
+    """Per-layer (KV groups kept, channels kept) by prunebench's earlier rule -- **not** the official one.
+
+    KV groups kept = ``round(n_kv * (1 − t))`` (at least one); the channel count then absorbs the
+    rounding error so the decoder ratio lands within 0.02 of ``t``. On a model with three KV groups
+    this removes one group in every layer at ``t = 0.2``. Kept for the latency and recovery benchmarks,
+    whose recorded figures used it; the methods use :func:`uniform_counts`.
     """
     if not 0 <= target_ratio < 1:
         raise PrunebenchError(f"ratio must be in [0, 1), got {target_ratio}")
-    if not (prune_heads or prune_channels):
-        raise PrunebenchError("at least one of heads or channels must be pruned")
-    n_kv, n_ch, layers = adapter.num_kv_heads, adapter.intermediate_size, adapter.num_layers
-    group_cost = sum(kv_group_params(adapter, i) for i in range(layers))
-    channel_cost = sum(mlp_channel_params(adapter, i) for i in range(layers))
-    budget = target_ratio * decoder_params(adapter.model)
-    kv_keep = n_kv
-    if prune_heads:
-        kv_keep = max(1, round(n_kv * (1 - target_ratio)))
-    remaining = budget - (n_kv - kv_keep) * group_cost
-    ch_keep = n_ch
-    if prune_channels:
-        ch_keep = min(n_ch, max(1, n_ch - round(remaining / channel_cost)))
-    elif prune_heads:
-        kv_keep = min(n_kv, max(1, n_kv - round(budget / group_cost)))
-    achieved = ((n_kv - kv_keep) * group_cost + (n_ch - ch_keep) * channel_cost) / decoder_params(
-        adapter.model
-    )
-    if target_ratio > 0 and abs(achieved - target_ratio) > 0.02:
+    n_kv, n_ch = adapter.num_kv_heads, adapter.intermediate_size
+    costs = _Costs(adapter)
+    kv_keep = max(1, round(n_kv * (1 - target_ratio)))
+    remaining = target_ratio * costs.decoder - (n_kv - kv_keep) * costs.group
+    ch_keep = min(n_ch, max(1, n_ch - round(remaining / costs.channel)))
+    achieved = costs.ratio(n_kv - kv_keep, n_ch - ch_keep)
+    if target_ratio > 0 and abs(achieved - target_ratio) > TOLERANCE:
         raise PrunebenchError(
             f"a uniform split can reach a decoder ratio of {achieved:.3f}, not {target_ratio} "
             f"({n_kv} KV groups of {adapter.group_size} heads, {n_ch} channels per layer)"

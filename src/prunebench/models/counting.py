@@ -60,6 +60,16 @@ def sublayer_params(adapter: ModelAdapter, layer: int, part: str) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
+def part_params(model: nn.Module, part: str) -> int:
+    """Parameters of every layer's attention (``"attn"``) or MLP (``"mlp"``) sublayer, RMSNorms included.
+
+    A compensation bias on a kept ``o_proj``/``down_proj`` counts; the constant left by a removed
+    sublayer does not (it is no longer attention or MLP).
+    """
+    adapter = get_adapter(model)
+    return sum(sublayer_params(adapter, i, part) for i in range(adapter.num_layers))
+
+
 def plan_decoder_ratio(adapter: ModelAdapter, plan: PruningPlan) -> float:
     """The decoder ratio ``plan`` would achieve on the dense model behind ``adapter``, without surgery.
 

@@ -24,6 +24,8 @@ SUMMARY_LABELS = {
     "target_ratio": "target",
     "achieved_decoder_ratio": "achieved (decoder)",
     "achieved_total_ratio": "achieved (total)",
+    "attention_removed": "attention removed",
+    "mlp_removed": "MLP removed",
     "total_params": "params",
 }
 

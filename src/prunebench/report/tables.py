@@ -15,7 +15,8 @@ from prunebench.study.grid import DENSE, Variant, variants
 
 COLUMNS = [
     "model", "method", "method_label", "target_ratio", "recovery",
-    "achieved_decoder_ratio", "achieved_total_ratio", "decoder_params", "total_params",
+    "achieved_decoder_ratio", "achieved_total_ratio", "attention_removed", "mlp_removed",
+    "decoder_params", "total_params",
     "kind", "dataset", "seqlen", "task", "metric", "batch_size", "prompt_length",
     "value", "stderr", "n", "device", "dtype", "versions",
 ]  # fmt: skip
@@ -52,6 +53,8 @@ def _identity(variant: Variant, config: dict[str, Any], dense: dict[str, int]) -
         row.update(
             achieved_decoder_ratio=achieved["decoder_ratio"],
             achieved_total_ratio=achieved["total_ratio"],
+            attention_removed=achieved.get("attention_removed"),
+            mlp_removed=achieved.get("mlp_removed"),
             decoder_params=achieved["decoder_params"],
             total_params=achieved["total_params"],
         )
@@ -59,6 +62,8 @@ def _identity(variant: Variant, config: dict[str, Any], dense: dict[str, int]) -
         row.update(
             achieved_decoder_ratio=0.0,
             achieved_total_ratio=0.0,
+            attention_removed=0.0,
+            mlp_removed=0.0,
             decoder_params=dense["decoder"],
             total_params=dense["total"],
         )
@@ -192,10 +197,14 @@ def collect(config: dict[str, Any]) -> pd.DataFrame:
 
 
 def summary(results: pd.DataFrame, headline: str = "acc_norm") -> pd.DataFrame:
-    """One row per model variant: size, perplexities, mean zero-shot accuracy, speed-ups, cost."""
+    """One row per model variant: size, where it was cut, perplexities, mean zero-shot accuracy, speed-ups, cost.
+
+    ``attention_removed`` and ``mlp_removed`` are the fractions of the dense model's attention and MLP
+    parameters removed, so a structural collapse (e.g. every layer losing a third of its attention) shows.
+    """
     keys = ["model", "method", "method_label", "target_ratio", "recovery"]
     first = results.groupby(keys, sort=False, dropna=False)[
-        ["achieved_decoder_ratio", "achieved_total_ratio", "total_params"]
+        ["achieved_decoder_ratio", "achieved_total_ratio", "attention_removed", "mlp_removed", "total_params"]
     ].first()
     parts = [first]
     ppl = results[results["kind"] == "ppl"]

@@ -1,11 +1,14 @@
 """Random-structure baseline, written as an outside method would be: only the plan format, no prunebench.
 
 Reads the base model's config.json, removes the same number of KV groups and MLP channels from every
-layer (chosen at random with a seed) so that the removed decoder parameters come closest to the
-target ratio, and writes plan.json (docs/plan-format.md).
+layer (chosen at random with a seed) and writes plan.json (docs/plan-format.md). The counts follow the
+official Wanda-sp rule, as prunebench's uniform baselines do: a native ratio r removes int(r * kv) KV
+groups and int(channels * r) channels per layer (floor), with r chosen so that the removed decoder
+parameters come closest to the target ratio; a target missed by more than 0.02 is refused.
 """
 
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -22,12 +25,32 @@ def layer_costs(cfg: dict) -> tuple[int, int, int]:
     return per_layer, per_group, per_channel
 
 
-def plan_for(cfg: dict, ratio: float, seed: int, base_model: str) -> dict:
+def uniform_counts(cfg: dict, ratio: float) -> tuple[float, int, int]:
+    """(r, KV groups removed, channels removed) per layer: the floored counts closest to ``ratio``."""
     per_layer, per_group, per_channel = layer_costs(cfg)
+    kv, channels = cfg["num_key_value_heads"], cfg["intermediate_size"]
+    steps = {0.0}
+    for units in (kv, channels):
+        for count in range(1, units):
+            r = count / units
+            while int(r * units) < count:
+                r = math.nextafter(r, 1.0)
+            steps.add(r)
+    options = [(r, int(r * kv), int(channels * r)) for r in sorted(steps)]
+    r, groups, drop = min(
+        options, key=lambda o: abs((o[1] * per_group + o[2] * per_channel) / per_layer - ratio)
+    )
+    achieved = (groups * per_group + drop * per_channel) / per_layer
+    if abs(achieved - ratio) > 0.02:
+        raise ValueError(
+            f"random-structure: uniform counts reach a decoder ratio of {achieved:.3f}, not {ratio}"
+        )
+    return r, groups, drop
+
+
+def plan_for(cfg: dict, ratio: float, seed: int, base_model: str) -> dict:
     kv, channels, layers = cfg["num_key_value_heads"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    drop_groups = min(kv - 1, round(kv * ratio))
-    budget = ratio * per_layer - drop_groups * per_group
-    drop_channels = min(channels - 1, max(0, round(budget / per_channel)))
+    r, drop_groups, drop_channels = uniform_counts(cfg, ratio)
     rng = random.Random(seed)
     plan_layers = {}
     for layer in range(layers):
@@ -42,6 +65,11 @@ def plan_for(cfg: dict, ratio: float, seed: int, base_model: str) -> dict:
         "params": {"seed": seed},
         "target_ratio": ratio,
         "layers": plan_layers,
+        "notes": {
+            "native_pruning_ratio": r,
+            "removed_kv_groups_per_layer": drop_groups,
+            "removed_channels_per_layer": drop_channels,
+        },
     }
 
 
