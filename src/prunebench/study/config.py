@@ -86,6 +86,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
         is_hub_id = path.count("/") == 1 and not path.startswith((".", "/")) and not Path(path).exists()
         if not is_hub_id and not Path(path).is_dir():
             raise PrunebenchError(f"config.models.{name}.path: model directory {path!r} does not exist")
+    _check_lengths(config)
     if len(set(config["ratios"])) != len(config["ratios"]):
         raise PrunebenchError("config.ratios: ratios must be unique")
     for name, spec in config["recovery"].items():
@@ -100,6 +101,40 @@ def _check_semantics(config: dict[str, Any]) -> None:
             raise PrunebenchError(
                 f"config.recovery.{name}.methods: {sorted(unknown)} not among config.methods"
             )
+
+
+def _lengths(config: dict[str, Any]) -> list[tuple[str, int]]:
+    """Every length in tokens the study runs a model at, with the config key that sets it."""
+    from prunebench.methods import available_methods
+
+    lengths = []
+    if config["calibration"]["mode"] == "shared":
+        lengths.append(("config.calibration.seqlen", config["calibration"]["seqlen"]))
+    else:
+        registered = available_methods()
+        for name, spec in config["methods"].items():
+            if spec.get("kind", "library") == "library" and registered[name].uses_calibration:
+                seqlen = registered[name].Config.from_params(spec.get("params")).seqlen
+                lengths.append((f"config.methods.{name} calibration seqlen", seqlen))
+    for name, spec in config["recovery"].items():
+        if name != "none":
+            lengths.append((f"config.recovery.{name}.seqlen", spec["seqlen"]))
+    lengths += [("config.evaluation.ppl.seqlens", n) for n in config["evaluation"]["ppl"]["seqlens"]]
+    latency = config["evaluation"]["latency"]
+    if latency["enabled"]:
+        longest = max(latency["prompt_lengths"]) + latency["new_tokens"]
+        lengths.append(("config.evaluation.latency: longest prompt + new_tokens =", longest))
+    return lengths
+
+
+def _check_lengths(config: dict[str, Any]) -> None:
+    """Every length fits in each local model's context (a Hub model's is checked by each job)."""
+    from prunebench.models.context import check_context
+
+    for spec in config["models"].values():
+        if Path(spec["path"]).is_dir():
+            for where, length in _lengths(config):
+                check_context(spec["path"], length, where)
 
 
 #: Recovery options the schema sets as keys of their own (the CLI flags of `prunebench recover`).
