@@ -8,7 +8,12 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, MethodConfig, Scores
 from prunebench.methods.greedy_search import SearchResult
-from prunebench.methods.removal_order import Removal, plan_from_order, removal_params
+from prunebench.methods.removal_order import (
+    Removal,
+    longest_prefix_keeping_a_sublayer,
+    plan_from_order,
+    removal_params,
+)
 from prunebench.models import get_adapter
 from prunebench.models.counting import decoder_params
 from prunebench.plan import PruningPlan
@@ -61,8 +66,14 @@ def check_dense(model: nn.Module, name: str) -> None:
 def check_reachable(
     model: nn.Module, allowed: list[Removal], steps: int, target_ratio: float, name: str
 ) -> None:
-    """Refuse, before any search, a ratio that even the `steps` largest allowed removals cannot reach."""
+    """Refuse, before any search, a ratio that even the `steps` largest allowed removals cannot reach.
+
+    When the allowed removals together cover every sublayer, one of them must stay undone (a plan
+    never removes every sublayer), so at most `len(allowed) - 1` count.
+    """
     adapter = get_adapter(model)
+    if longest_prefix_keeping_a_sublayer(adapter, allowed) < len(allowed):
+        steps = min(steps, len(allowed) - 1)
     sizes = sorted((removal_params(adapter, r) for r in allowed), reverse=True)[:steps]
     most = sum(sizes) / decoder_params(model)
     if most < target_ratio:

@@ -37,6 +37,18 @@ def removal_params(adapter: ModelAdapter, removal: Removal) -> int:
     return sublayer_params(adapter, removal.layer, removal.part)
 
 
+def longest_prefix_keeping_a_sublayer(adapter: ModelAdapter, order: list[Removal]) -> int:
+    """The length of the longest prefix of ``order`` after which at least one decoder sublayer remains."""
+    removed: set[tuple[int, str]] = set()
+    for index, step in enumerate(order):
+        removed |= (
+            {(step.layer, "attn"), (step.layer, "mlp")} if step.part == "block" else {(step.layer, step.part)}
+        )
+        if len(removed) == 2 * adapter.num_layers:
+            return index
+    return len(order)
+
+
 def plan_from_order(
     adapter: ModelAdapter,
     order: list[Removal],
@@ -49,11 +61,14 @@ def plan_from_order(
     """The plan made of the shortest prefix of ``order`` whose removed decoder parameters reach the ratio.
 
     Attention and MLP sublayers differ in size, so the prefix is found on real parameter counts.
-    The native count (blocks or sublayers removed) is recorded in ``plan.notes``.
+    The native count (blocks or sublayers removed) is recorded in ``plan.notes``. The prefix never
+    removes every sublayer: a model without decoder layers is not a language model.
     """
     if not 0 <= target_ratio < 1:
         raise PrunebenchError(f"ratio must be in [0, 1), got {target_ratio}")
     allowed = order if max_steps is None else order[:max_steps]
+    longest = longest_prefix_keeping_a_sublayer(adapter, allowed)
+    kept_one, allowed = longest < len(allowed), allowed[:longest]
     budget = target_ratio * decoder_params(adapter.model)
     removed, prefix = 0, 0
     while removed < budget and prefix < len(allowed):
@@ -61,8 +76,9 @@ def plan_from_order(
         prefix += 1
     if removed < budget:
         raise PrunebenchError(
-            f"{method}: removing all {len(allowed)} allowed steps removes {removed / decoder_params(adapter.model):.3f} "
-            f"of decoder parameters, less than the target ratio {target_ratio}"
+            f"{method}: removing all {len(allowed)} allowed steps{' (one sublayer must stay)' if kept_one else ''} removes "
+            f"{removed / decoder_params(adapter.model):.3f} of decoder parameters, less than the target ratio "
+            f"{target_ratio}"
         )
     layers: dict[int, LayerPlan] = {}
     for step in allowed[:prefix]:
