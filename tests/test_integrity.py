@@ -245,7 +245,7 @@ def test_plans_record_the_dense_model_and_are_refused_on_another(tmp_path, model
     assert plan.base_fingerprint["sha256"] == fingerprint(load_pretrained(models["base"])[0])["sha256"]
     apply = ["apply", "--plan", str(plan_path), "--out", str(tmp_path / "o"), "--model"]
     _fails(
-        [*apply, models["big"]], capsys, "the plan: made for another model (num_layers 4 vs 6, intermediate"
+        [*apply, models["big"]], capsys, "plan.json: made for another model (num_layers 4 vs 6, intermediate"
     )
     _fails([*apply, models["twin"]], capsys, "made for a model with other weights")
     assert main([*apply, models["base"]]) == 0

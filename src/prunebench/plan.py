@@ -174,20 +174,20 @@ class PruningPlan:
             base_fingerprint=doc.get("base_fingerprint"),
         )
 
-    def validate(self, adapter: ModelAdapter) -> None:
+    def validate(self, adapter: ModelAdapter, source: str = "the plan") -> None:
         """Check the plan against the dense model it is meant for; errors name the offending entry.
 
         Needs only the model's shapes (a skeleton on the meta device will do): the recorded dense
         shapes, layer and index ranges, compensation sizes, and that at least one decoder sublayer
-        remains.
+        remains. ``source`` names the plan in messages.
         """
         from prunebench.models.integrity import check_shapes
 
         if not adapter.is_dense():
             raise PrunebenchError("a plan applies to the dense base model, but this model is already pruned")
-        check_shapes(self.base_shapes, adapter.model, "the plan")
+        check_shapes(self.base_shapes, adapter.model, source)
         if self.base_shapes is None:
-            self._check_recorded_counts(adapter)
+            self._check_recorded_counts(adapter, source)
         for layer, lp in self.layers.items():
             if layer >= adapter.num_layers:
                 raise PrunebenchError(
@@ -211,7 +211,7 @@ class PruningPlan:
                 f"(target ratio {self.target_ratio}); at least one attention or MLP sublayer must remain"
             )
 
-    def _check_recorded_counts(self, adapter: ModelAdapter) -> None:
+    def _check_recorded_counts(self, adapter: ModelAdapter, source: str) -> None:
         """A plan without recorded shapes (older files) that was applied before must leave, on this
         model, the decoder parameter count it recorded then; otherwise it was made for another model."""
         from prunebench.models.counting import decoder_params, plan_decoder_ratio
@@ -223,8 +223,8 @@ class PruningPlan:
         expected = total - round(plan_decoder_ratio(adapter, self) * total)
         if expected != recorded:
             raise PrunebenchError(
-                f"the plan was made for another model: it left {recorded} decoder parameters on the model "
-                f"it was applied to, and would leave {expected} of this model's {total}"
+                f"{source}: made for another model (it left {recorded} decoder parameters on the model "
+                f"it was applied to, and would leave {expected} of this model's {total})"
             )
 
     def removed_sublayers(self) -> list[tuple[int, str]]:

@@ -221,7 +221,7 @@ def apply_plan_file(
     fingerprint (when it has one) against the weights after.
     """
     plan = PruningPlan.load(plan_path)
-    plan.validate(get_adapter(load_skeleton(model_path)))
+    plan.validate(get_adapter(load_skeleton(model_path)), f"plan {plan_path}")
     model, tokenizer = load_pretrained(model_path, dtype=dtype)
     check_fingerprint(plan.base_fingerprint, model, f"plan {plan_path}")
     return write_pruned(model, tokenizer, plan, out_dir)
