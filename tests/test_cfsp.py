@@ -392,6 +392,8 @@ def test_cli_short_calibration_text_fails_before_scoring(tmp_path, tiny_tokenize
         "cfsp",
         "--calib",
         str(tmp_path / "short.txt"),
+        "--seqlen",
+        "32",  # within the model's context of 64 tokens (CFSP's default 1024 is refused first)
     ]
     assert main([*argv, "--out", str(tmp_path / "scores")]) == 2
     assert "shorter than one sample" in capsys.readouterr().err

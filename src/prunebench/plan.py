@@ -20,7 +20,18 @@ if TYPE_CHECKING:
 PLAN_FORMAT = "prunebench-plan/1"
 COMPENSATION_SUFFIX = ".compensation.safetensors"
 COMPENSATED_PROJECTIONS = ("o_proj", "down_proj")
-_TOP_KEYS = {"format", "base_model", "method", "params", "target_ratio", "layers", "achieved", "notes"}
+_TOP_KEYS = {
+    "format",
+    "base_model",
+    "base_shapes",
+    "base_fingerprint",
+    "method",
+    "params",
+    "target_ratio",
+    "layers",
+    "achieved",
+    "notes",
+}
 _LAYER_KEYS = {"kv_heads", "mlp_channels"}
 
 
@@ -64,11 +75,16 @@ class PruningPlan:
     achieved: dict[str, float] | None = None
     compensation: dict[int, dict[str, torch.Tensor]] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    #: The dense model's shapes and weight fingerprint (``prunebench.models.integrity``); optional.
+    base_shapes: dict[str, Any] | None = None
+    base_fingerprint: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "format": PLAN_FORMAT,
             "base_model": self.base_model,
+            **({"base_shapes": self.base_shapes} if self.base_shapes is not None else {}),
+            **({"base_fingerprint": self.base_fingerprint} if self.base_fingerprint is not None else {}),
             "method": self.method,
             "params": self.params,
             "target_ratio": self.target_ratio,
@@ -128,8 +144,9 @@ class PruningPlan:
         ratio = doc.get("target_ratio")
         if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
             raise PrunebenchError(f"{source}: 'target_ratio' must be a number in [0, 1), got {ratio!r}")
-        if not isinstance(doc.get("params", {}), dict):
-            raise PrunebenchError(f"{source}: 'params' must be an object")
+        for key in ("params", "base_shapes", "base_fingerprint"):
+            if not isinstance(doc.get(key, {}), dict):
+                raise PrunebenchError(f"{source}: '{key}' must be an object")
         layers_doc = doc.get("layers")
         if not isinstance(layers_doc, dict):
             raise PrunebenchError(f"{source}: 'layers' must be an object keyed by decoder-layer index")
@@ -153,12 +170,24 @@ class PruningPlan:
             layers=layers,
             achieved=doc.get("achieved"),
             notes=dict(doc.get("notes", {})),
+            base_shapes=doc.get("base_shapes"),
+            base_fingerprint=doc.get("base_fingerprint"),
         )
 
-    def validate(self, adapter: ModelAdapter) -> None:
-        """Check the plan against the dense model it is meant for; errors name the offending entry."""
+    def validate(self, adapter: ModelAdapter, source: str = "the plan") -> None:
+        """Check the plan against the dense model it is meant for; errors name the offending entry.
+
+        Needs only the model's shapes (a skeleton on the meta device will do): the recorded dense
+        shapes, layer and index ranges, compensation sizes, and that at least one decoder sublayer
+        remains. ``source`` names the plan in messages.
+        """
+        from prunebench.models.integrity import check_shapes
+
         if not adapter.is_dense():
             raise PrunebenchError("a plan applies to the dense base model, but this model is already pruned")
+        check_shapes(self.base_shapes, adapter.model, source)
+        if self.base_shapes is None:
+            self._check_recorded_counts(adapter, source)
         for layer, lp in self.layers.items():
             if layer >= adapter.num_layers:
                 raise PrunebenchError(
@@ -176,6 +205,27 @@ class PruningPlan:
                     raise PrunebenchError(
                         f"compensation {layer}.{name} has shape {tuple(t.shape)}, expected ({adapter.hidden_size},)"
                     )
+        if len(self.removed_sublayers()) == 2 * adapter.num_layers:
+            raise PrunebenchError(
+                f"the plan removes every decoder sublayer of the {adapter.num_layers}-layer model "
+                f"(target ratio {self.target_ratio}); at least one attention or MLP sublayer must remain"
+            )
+
+    def _check_recorded_counts(self, adapter: ModelAdapter, source: str) -> None:
+        """A plan without recorded shapes (older files) that was applied before must leave, on this
+        model, the decoder parameter count it recorded then; otherwise it was made for another model."""
+        from prunebench.models.counting import decoder_params, plan_decoder_ratio
+
+        recorded = (self.achieved or {}).get("decoder_params")
+        if not isinstance(recorded, int):
+            return
+        total = decoder_params(adapter.model)
+        expected = total - round(plan_decoder_ratio(adapter, self) * total)
+        if expected != recorded:
+            raise PrunebenchError(
+                f"{source}: made for another model (it left {recorded} decoder parameters on the model "
+                f"it was applied to, and would leave {expected} of this model's {total})"
+            )
 
     def removed_sublayers(self) -> list[tuple[int, str]]:
         """``(layer, "attn" | "mlp")`` for every sublayer the plan removes."""

@@ -13,23 +13,32 @@ from typing import Any
 import torch
 
 from prunebench.data import calibration_samples, load_samples, load_text, save_samples
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, warn
 from prunebench.evaluation.cost import measure_cost
 from prunebench.io import atomic_directory, check_output
 from prunebench.methods import Method, MethodConfig, Scores, get_method
 from prunebench.methods.base import SCORES_DIRECTORY
 from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pretrained
 from prunebench.models.checkpoint import PRUNED_CHECKPOINT, load_skeleton
+from prunebench.models.context import check_context
 from prunebench.models.counting import decoder_params, part_params, total_params
+from prunebench.models.integrity import check_fingerprint, check_shapes, dense_shapes, fingerprint
 from prunebench.plan import PruningPlan
 
 SAMPLES_FILE = "calibration.safetensors"
+#: An achieved decoder ratio further than this from the target is a warning (log and plan notes).
+RATIO_WARNING = 0.05
 
 
 def make_calibration(
-    tokenizer: Any, source: str, nsamples: int, seqlen: int, seed: int, out: str | os.PathLike | None = None
+    model_path: str, source: str, nsamples: int, seqlen: int, seed: int, out: str | os.PathLike | None = None
 ) -> torch.Tensor:
-    """Calibration samples from the train split of ``source``, saved to ``out`` when given."""
+    """Calibration samples for ``model_path`` (with its tokenizer) from the train split of ``source``,
+    saved to ``out`` when given. A ``seqlen`` beyond the model's context is refused first."""
+    check_context(model_path, seqlen, "calibration seqlen")
+    _, tokenizer = load_pretrained(model_path)
+    if tokenizer is None:
+        raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
     samples = calibration_samples(tokenizer, load_text(source, "train"), nsamples, seqlen, seed)
     if out is not None:
         save_samples(samples, out)
@@ -53,17 +62,25 @@ def score_model(
 
     Samples come from ``samples_path`` (shared calibration) or are drawn from ``calib`` (default:
     the method's official data set) with the method's sample count, length and seed. A data-free
-    method (``uses_calibration = False``) gets none, and no text is loaded.
+    method (``uses_calibration = False``) gets none, and no text is loaded. The scores' metadata
+    records the dense model's shapes and weight fingerprint (``base_shapes``, ``base_fingerprint``),
+    which :func:`prune_model` checks. Raises ``PrunebenchError`` before loading the weights for an
+    unsupported family or a calibration length beyond the model's context, and before saving for
+    non-finite scores.
     """
     method = get_method(method_name)
     config = method.config(params)
     check_output(out_dir, SCORES_DIRECTORY)
-    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
-    method.check_model(model)
+    skeleton = load_skeleton(model_path)
+    method.check_model(skeleton)
     samples = source = None
     if method.uses_calibration and samples_path is not None:
         samples, source = load_samples(samples_path), str(samples_path)
-    elif method.uses_calibration:
+    if method.uses_calibration:
+        seqlen = config.seqlen if samples is None else samples.shape[1]
+        check_context(skeleton, seqlen, "calibration seqlen")
+    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+    if method.uses_calibration and samples is None:
         source = calib or config.calib_dataset
         samples = _method_calibration(method, tokenizer, source, config, model_path)
     with measure_cost("score", device=device) as cost:
@@ -74,6 +91,8 @@ def score_model(
             "method": method_name,
             "params": config.to_dict(),
             "model": model_path,
+            "base_shapes": dense_shapes(model),
+            "base_fingerprint": fingerprint(model),
             "calibration": calibration,
             "cost": cost,
         }
@@ -128,29 +147,52 @@ def prune_model(
 ) -> PruningPlan:
     """Select a plan for ``ratio`` from saved scores (or score first) and write the pruned checkpoint.
 
-    ``out_dir`` must be absent, empty or an earlier pruned checkpoint (checked before the model is loaded).
+    ``out_dir`` must be absent, empty or an earlier pruned checkpoint. Before the weights are loaded:
+    the output, the family, the ratio (in range, reachable, leaving a decoder sublayer), the scores'
+    method and recorded dense shapes, or the calibration length. After: the scores' weight
+    fingerprint. Each mismatch is a ``PrunebenchError``.
     """
     method = get_method(method_name)
     config = method.config(params)
     check_output(out_dir, PRUNED_CHECKPOINT)
-    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
-    method.check_model(model)
-    method.check_ratio(model, ratio, config)
+    skeleton = load_skeleton(model_path)
+    method.check_model(skeleton)
+    method.check_ratio(skeleton, ratio, config)
+    scores = None
     if scores_dir is not None:
         scores = Scores.load(scores_dir)
         if scores.meta.get("method") != method_name:
             raise PrunebenchError(
                 f"{scores_dir} holds scores of {scores.meta.get('method')!r}, not {method_name!r}"
             )
+        what = f"scores in {scores_dir} (of {scores.meta.get('model')})"
+        check_shapes(scores.meta.get("base_shapes"), skeleton, what)
+    elif method.uses_calibration:
+        check_context(skeleton, config.seqlen, "calibration seqlen")
+    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+    if scores is not None:
+        check_fingerprint(scores.meta.get("base_fingerprint"), model, what)
     elif not method.uses_calibration:
         scores = method.score(model, None, config)
     else:
         samples = _method_calibration(method, tokenizer, calib or config.calib_dataset, config, model_path)
         scores = method.score(model, samples.to(device), config)
+        scores.check_finite(f"scores of {method_name}")
     with measure_cost("select", device=device) as cost:
         plan = method.select(scores, model, ratio, config)
     plan.base_model = model_path
     return write_pruned(model, tokenizer, plan, out_dir, extra_notes={"cost": {"select": cost}})
+
+
+def ratio_warning(plan: PruningPlan) -> str | None:
+    """A warning when the achieved decoder ratio is more than ``RATIO_WARNING`` away from the target."""
+    gap = plan.achieved["decoder_ratio"] - plan.target_ratio
+    if abs(gap) <= RATIO_WARNING:
+        return None
+    return (
+        f"achieved decoder ratio {plan.achieved['decoder_ratio']:.4f} is {abs(gap):.4f} "
+        f"{'above' if gap > 0 else 'below'} the target {plan.target_ratio} ({plan.method})"
+    )
 
 
 def write_pruned(
@@ -160,13 +202,24 @@ def write_pruned(
     out_dir: str | os.PathLike,
     extra_notes: dict[str, Any] | None = None,
 ) -> PruningPlan:
-    """Apply ``plan`` to the dense ``model``, fill in the achieved ratios and save the checkpoint."""
+    """Apply ``plan`` to the dense ``model``, fill in the achieved ratios and save the checkpoint.
+
+    The plan records the model's shapes and fingerprint; surgery validates it (indices, a sublayer
+    remains) before changing anything. An achieved ratio far from the target (``ratio_warning``) is
+    printed to stderr (the job's log) and kept in ``notes["warnings"]``.
+    """
+    plan.base_shapes, plan.base_fingerprint = dense_shapes(model), fingerprint(model)
     before = _param_counts(model)
     with measure_cost("apply") as cost:
         apply_plan(model, plan)
     plan.achieved = _achieved(_param_counts(model), before)
     plan.notes.update(extra_notes or {})
     plan.notes.setdefault("cost", {})["apply"] = cost
+    warning = ratio_warning(plan)
+    if warning is not None:
+        warn(warning)
+        if warning not in plan.notes.setdefault("warnings", []):  # a plan applied again keeps one copy
+            plan.notes["warnings"].append(warning)
     save_pretrained(model, out_dir, tokenizer=tokenizer, plan=plan)
     return plan
 
@@ -179,10 +232,13 @@ def apply_plan_file(
 ) -> PruningPlan:
     """Apply a plan file (from any source, e.g. a method run as a Snakemake rule) to its base model.
 
-    ``out_dir`` must be absent, empty or an earlier pruned checkpoint (checked before the model is loaded).
+    ``out_dir`` must be absent, empty or an earlier pruned checkpoint. The plan is validated against
+    the model's shapes before the weights are loaded, and its recorded fingerprint (when it has one)
+    against the weights after.
     """
     plan = PruningPlan.load(plan_path)
     check_output(out_dir, PRUNED_CHECKPOINT)
-    plan.validate(get_adapter(load_skeleton(model_path)))
+    plan.validate(get_adapter(load_skeleton(model_path)), f"plan {plan_path}")
     model, tokenizer = load_pretrained(model_path, dtype=dtype)
+    check_fingerprint(plan.base_fingerprint, model, f"plan {plan_path}")
     return write_pruned(model, tokenizer, plan, out_dir)

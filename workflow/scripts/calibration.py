@@ -1,10 +1,8 @@
 """Shared calibration samples for one model (rule calibration)."""
 
-from prunebench.models import load_pretrained
 from prunebench.steps import make_calibration
 from prunebench.study.script import logged
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     p = snakemake.params  # noqa: F821
-    _, tokenizer = load_pretrained(snakemake.params.model)  # noqa: F821
-    make_calibration(tokenizer, p.source, p.nsamples, p.seqlen, p.seed, out=snakemake.output[0])  # noqa: F821
+    make_calibration(p.model, p.source, p.nsamples, p.seqlen, p.seed, out=snakemake.output[0])  # noqa: F821

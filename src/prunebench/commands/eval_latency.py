@@ -66,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
         if args.threads <= 0:
             raise PrunebenchError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
+    check_fits_context(args.model, config)
+    if args.base_model:
+        check_fits_context(args.base_model, config, label="base model")
     model, _ = load_pretrained(args.model, dtype=dtype_of(args), device=args.device)
-    check_fits_context(model, config)
     base = None
     if args.base_model:
         base, _ = load_pretrained(args.base_model, dtype=dtype_of(args), device=args.device)

@@ -33,14 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.seqlen <= 1:
-        raise PrunebenchError(f"--seqlen must be at least 2, got {args.seqlen}")
     check_output(args.out, RESULT)
+    check_seqlen(args.model, args.seqlen)
     text = load_text(args.text, args.split)
     model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=args.device)
     if tokenizer is None:
         raise PrunebenchError(f"{args.model} has no tokenizer")
-    check_seqlen(model, args.seqlen)
     result = perplexity(
         model,
         tokenizer,

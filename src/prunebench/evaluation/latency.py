@@ -42,6 +42,7 @@ import prunebench
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation.cost import cuda_in_use, current_rss_bytes, read_peaks, reset_peaks
 from prunebench.models import get_adapter
+from prunebench.models.context import check_context
 from prunebench.models.counting import decoder_params, flops_per_token, total_params
 
 DOES_NOT_FIT = "does not fit"
@@ -86,20 +87,11 @@ def validate_config(config: LatencyConfig) -> None:
         raise PrunebenchError(f"minimum duration must be >= 0 seconds, got {config.min_seconds}")
 
 
-def context_limit(model: torch.nn.Module) -> int | None:
-    """The model's maximum context length (``max_position_embeddings``), None if it declares none."""
-    return getattr(model.config, "max_position_embeddings", None)
-
-
-def check_fits_context(model: torch.nn.Module, config: LatencyConfig, label: str = "model") -> None:
-    """The longest prompt plus the new tokens must fit in the model's context."""
-    limit = context_limit(model)
-    longest = max(config.prompt_lengths) + config.new_tokens
-    if limit is not None and longest > limit:
-        raise PrunebenchError(
-            f"prompt length {max(config.prompt_lengths)} + {config.new_tokens} new tokens = {longest} exceeds "
-            f"the {label}'s context of {limit} tokens (max_position_embeddings)"
-        )
+def check_fits_context(source: torch.nn.Module | str, config: LatencyConfig, label: str = "model") -> None:
+    """The longest prompt plus the new tokens must fit in the context of ``source`` (a model or a path)."""
+    longest = max(config.prompt_lengths)
+    what = f"prompt length {longest} + {config.new_tokens} new tokens ="
+    check_context(source, longest + config.new_tokens, what if label == "model" else f"{label}: {what}")
 
 
 def weight_bytes(model: torch.nn.Module) -> int:

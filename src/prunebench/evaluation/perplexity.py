@@ -13,18 +13,14 @@ from transformers import PreTrainedTokenizerBase
 
 from prunebench.data.calibration import tokenize
 from prunebench.errors import PrunebenchError
+from prunebench.models.context import check_context
 
 
-def context_length(model: nn.Module) -> int | None:
-    return getattr(model.config, "max_position_embeddings", None)
-
-
-def check_seqlen(model: nn.Module, seqlen: int) -> None:
-    limit = context_length(model)
+def check_seqlen(source: nn.Module | str, seqlen: int) -> None:
+    """A window must hold at least 2 tokens and fit in the context of ``source`` (a model or a path)."""
     if seqlen <= 1:
         raise PrunebenchError(f"seqlen must be at least 2, got {seqlen}")
-    if limit is not None and seqlen > limit:
-        raise PrunebenchError(f"seqlen {seqlen} is longer than the model's context of {limit} tokens")
+    check_context(source, seqlen, "perplexity seqlen")
 
 
 def windows(ids: torch.Tensor, length: int, max_windows: int | None = None) -> torch.Tensor:
@@ -93,6 +89,10 @@ def perplexity(
         rows = torch.cat([torch.full((rows.shape[0], 1), tokenizer.bos_token_id), rows], dim=1)
     per_window = window_nll(model, rows, batch_size, progress) / (rows.shape[1] - 1)
     nll = float(per_window.mean())
+    if not math.isfinite(nll):
+        raise PrunebenchError(
+            f"the mean token NLL is {nll}: the model's outputs are not finite (perplexity undefined)"
+        )
     return {
         "ppl": math.exp(nll),
         "nll": nll,

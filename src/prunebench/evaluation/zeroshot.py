@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -93,7 +96,8 @@ def task_manager(config: ZeroShotConfig):
 
 
 def tidy_rows(results: dict) -> list[dict]:
-    """One row per (task, metric, filter): value, stderr (None when lm-eval gives none), n, version."""
+    """One row per (task, metric, filter): value, stderr (None when lm-eval gives none or a non-finite
+    one), n, version. A non-finite value is a ``PrunebenchError``."""
     rows = []
     for task, metrics in results["results"].items():
         n = results.get("n-samples", {}).get(task, {}).get("effective")
@@ -102,14 +106,17 @@ def tidy_rows(results: dict) -> list[dict]:
             metric, _, filter_name = key.partition(",")
             if not filter_name or metric.endswith("_stderr") or not isinstance(value, int | float):
                 continue
+            if not math.isfinite(value):
+                raise PrunebenchError(f"lm-eval gives {task} {metric} = {value}: a metric must be finite")
             stderr = metrics.get(f"{metric}_stderr,{filter_name}")
+            defined = isinstance(stderr, int | float) and math.isfinite(stderr)
             rows.append(
                 {
                     "task": task,
                     "metric": metric,
                     "filter": filter_name,
                     "value": float(value),
-                    "stderr": float(stderr) if isinstance(stderr, int | float) else None,
+                    "stderr": float(stderr) if defined else None,
                     "n": n,
                     "version": version,
                 }
@@ -122,6 +129,25 @@ def to_json(value) -> dict:
     from lm_eval.utils import handle_non_serializable
 
     return json.loads(json.dumps(value, default=handle_non_serializable))
+
+
+@contextmanager
+def finite_logits(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, every forward of ``model`` whose logits hold a NaN or inf raises ``PrunebenchError``
+    (lm-eval would otherwise turn them into an accuracy)."""
+
+    def check(module: torch.nn.Module, args: tuple, output: Any) -> None:
+        logits = getattr(output, "logits", output)
+        if isinstance(logits, torch.Tensor) and not bool(logits.isfinite().all()):
+            raise PrunebenchError(
+                "the model's logits hold NaN or inf: its outputs are not finite (no accuracy)"
+            )
+
+    handle = model.register_forward_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def evaluate_zeroshot(model: torch.nn.Module, tokenizer, config: ZeroShotConfig, manager=None) -> dict:
@@ -146,20 +172,21 @@ def evaluate_zeroshot(model: torch.nn.Module, tokenizer, config: ZeroShotConfig,
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size)
-    results = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=list(config.tasks),
-        num_fewshot=config.num_fewshot,
-        batch_size=config.batch_size,
-        limit=config.limit,
-        bootstrap_iters=config.bootstrap_iters,
-        log_samples=config.log_samples,
-        task_manager=manager,
-        random_seed=config.seed,
-        numpy_random_seed=config.seed,
-        torch_random_seed=config.seed,
-        fewshot_random_seed=config.seed,
-    )
+    with finite_logits(model):
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(config.tasks),
+            num_fewshot=config.num_fewshot,
+            batch_size=config.batch_size,
+            limit=config.limit,
+            bootstrap_iters=config.bootstrap_iters,
+            log_samples=config.log_samples,
+            task_manager=manager,
+            random_seed=config.seed,
+            numpy_random_seed=config.seed,
+            torch_random_seed=config.seed,
+            fewshot_random_seed=config.seed,
+        )
     results = to_json(results)
     return {
         "rows": tidy_rows(results),

@@ -17,6 +17,8 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.io import OutputKind, atomic_write_json
+from prunebench.models.adapter import ModelAdapter, get_adapter
+from prunebench.models.counting import decoder_params, kv_group_params, mlp_channel_params
 from prunebench.options import parse_option
 from prunebench.plan import PruningPlan
 
@@ -82,7 +84,18 @@ class Scores:
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
 
+    def check_finite(self, what: str) -> None:
+        """Raise ``PrunebenchError`` naming the first floating-point tensor with a NaN or inf."""
+        for key, tensor in self.tensors.items():
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise PrunebenchError(
+                    f"{what}: score tensor {key!r} holds non-finite values ({int(tensor.isnan().sum())} NaN, "
+                    f"{int(tensor.isinf().sum())} inf); scores must be finite"
+                )
+
     def save(self, directory: str | os.PathLike) -> None:
+        """Write the tensors and the metadata into ``directory``; non-finite scores are refused first."""
+        self.check_finite(f"scores of {self.meta.get('method', 'a method')}")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / (SCORES_TENSORS + ".tmp")
@@ -96,7 +109,9 @@ class Scores:
         if not (directory / SCORES_META).is_file():
             raise PrunebenchError(f"no scores in {directory} (expected {SCORES_META})")
         tensors = load_file(str(directory / SCORES_TENSORS)) if (directory / SCORES_TENSORS).exists() else {}
-        return cls(tensors=tensors, meta=json.loads((directory / SCORES_META).read_text()))
+        scores = cls(tensors=tensors, meta=json.loads((directory / SCORES_META).read_text()))
+        scores.check_finite(f"scores in {directory}")
+        return scores
 
 
 class Method(abc.ABC):
@@ -120,8 +135,6 @@ class Method(abc.ABC):
 
     def check_model(self, model: nn.Module) -> None:
         """Refuse a model family the method does not handle, before any work."""
-        from prunebench.models import get_adapter
-
         family = get_adapter(model).family
         if family not in self.families:
             raise PrunebenchError(
@@ -138,9 +151,19 @@ class Method(abc.ABC):
         )
 
     def check_ratio(self, model: nn.Module, target_ratio: float, config: MethodConfig) -> None:
-        """Refuse a ratio that cannot be realised, before scoring. Subclasses add their own limits."""
+        """Refuse a ratio that cannot be realised, before scoring. Subclasses add their own limits.
+
+        Works on a skeleton (shapes only). Common to every method: the ratio lies in [0, 1) and leaves
+        at least one decoder sublayer (:func:`max_ratio_keeping_a_sublayer`).
+        """
         if not 0 <= target_ratio < 1:
             raise PrunebenchError(f"ratio must be in [0, 1), got {target_ratio}")
+        most = max_ratio_keeping_a_sublayer(get_adapter(model))
+        if target_ratio > most:
+            raise PrunebenchError(
+                f"ratio {target_ratio} would leave no decoder sublayer: keeping even one MLP channel or one "
+                f"KV group with its norm removes at most {most:.4f} of the decoder parameters"
+            )
 
     @abc.abstractmethod
     def score(self, model: nn.Module, calibration: torch.Tensor, config: MethodConfig) -> Scores:
@@ -151,3 +174,20 @@ class Method(abc.ABC):
         self, scores: Scores, model: nn.Module, target_ratio: float, config: MethodConfig
     ) -> PruningPlan:
         """The cheap step: the plan that reaches ``target_ratio`` of decoder parameters."""
+
+
+def max_ratio_keeping_a_sublayer(adapter: ModelAdapter) -> float:
+    """The largest decoder ratio any plan can reach while one sublayer remains: all but the smallest
+    remainder, one MLP channel or one KV group of some layer together with that sublayer's norm."""
+
+    def norm(module: nn.Module | None) -> int:
+        return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+    smallest = min(
+        min(
+            kv_group_params(adapter, i) + norm(adapter.input_norm(i)),
+            mlp_channel_params(adapter, i) + norm(adapter.post_attention_norm(i)),
+        )
+        for i in range(adapter.num_layers)
+    )
+    return 1 - smallest / decoder_params(adapter.model)

@@ -18,7 +18,8 @@ compensation. Each step below names the part of the official code (``lib/prune.p
    scores; a head's score is the mean of its standardised channels; all heads and channels of all
    layers are ranked together and cut at one global threshold ``τ = sorted[k*]`` with
    ``k* = argmin_k |cumsum_k(w) − (1−r)·Σw|`` and the strict rule "keep iff score > τ". A layer may
-   lose every head or every channel. ``UL-UM``: the same number of heads (ranked by the *sum* of
+   lose every head or every channel; ours: the cut keeps at least the best-ranked structure, so some
+   decoder sublayer always remains. ``UL-UM``: the same number of heads (ranked by the *sum* of
    their raw squared o_proj scores) and of channels pruned in every layer, keeping "score ≥ τ"; the
    counts are floored, ``int(r·H)`` heads and ``int(m·r)`` channels
    (:mod:`~prunebench.methods.width_budget`).
@@ -137,16 +138,22 @@ def rank(attn: torch.Tensor, mlp: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def native_cut(order: torch.Tensor, n_attn: int, weight: int, ratio: float) -> int:
-    """FLAP's ``k* = argmin |cumsum(w) − (1−r)·Σw|`` with integer weights (heads ``weight``, channels 1)."""
+    """FLAP's ``k* = argmin |cumsum(w) − (1−r)·Σw|`` with integer weights (heads ``weight``, channels 1).
+
+    Ours: at least 1, since ``k = 0`` keeps no structure and so leaves no decoder sublayer.
+    """
     w = torch.ones_like(order)
     w[order < n_attn] = weight
-    return int(torch.argmin((w.cumsum(0) - w.sum() * (1 - ratio)).abs()))
+    return max(1, int(torch.argmin((w.cumsum(0) - w.sum() * (1 - ratio)).abs())))
 
 
 def budget_cut(sorted_costs: torch.Tensor, remove: float) -> int:
-    """Number ``k`` of best-ranked structures to keep so the rest weigh closest to ``remove`` parameters."""
-    kept = torch.cat([sorted_costs.new_zeros(1), sorted_costs.cumsum(0)])
-    return int(torch.argmin((kept[-1] - kept - remove).abs()))
+    """Number ``k ≥ 1`` of best-ranked structures to keep so the rest weigh closest to ``remove`` parameters.
+
+    Keeping none is never chosen: it would leave no decoder sublayer.
+    """
+    kept = sorted_costs.cumsum(0)
+    return 1 + int(torch.argmin((kept[-1] - kept - remove).abs()))
 
 
 def keep_above(

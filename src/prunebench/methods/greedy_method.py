@@ -10,7 +10,13 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, MethodConfig, Scores
 from prunebench.methods.greedy_search import SearchResult
-from prunebench.methods.removal_order import Removal, plan_from_order, reaches, removal_params
+from prunebench.methods.removal_order import (
+    Removal,
+    longest_prefix_keeping_a_sublayer,
+    plan_from_order,
+    reaches,
+    removal_params,
+)
 from prunebench.models import get_adapter
 from prunebench.models.counting import decoder_params
 from prunebench.plan import PruningPlan
@@ -63,8 +69,14 @@ def check_dense(model: nn.Module, name: str) -> None:
 def check_reachable(
     model: nn.Module, allowed: list[Removal], steps: int, target_ratio: float, name: str
 ) -> None:
-    """Refuse, before any search, a ratio that even the `steps` largest allowed removals cannot reach."""
+    """Refuse, before any search, a ratio that even the `steps` largest allowed removals cannot reach.
+
+    When the allowed removals together cover every sublayer, one of them must stay undone (a plan
+    never removes every sublayer), so at most `len(allowed) - 1` count.
+    """
     adapter = get_adapter(model)
+    if longest_prefix_keeping_a_sublayer(adapter, allowed) < len(allowed):
+        steps = min(steps, len(allowed) - 1)
     sizes = sorted((removal_params(adapter, r) for r in allowed), reverse=True)[:steps]
     total = decoder_params(model)
     most = sum(sizes) / total
@@ -84,8 +96,8 @@ def ratio_stop(model: nn.Module, max_ratio: float) -> Callable[[list[Removal]], 
     if not max_ratio:
         return None
     adapter = get_adapter(model)
-    budget = max_ratio * decoder_params(model)
-    return lambda order: sum(removal_params(adapter, r) for r in order) >= budget
+    total = decoder_params(model)
+    return lambda order: reaches(sum(removal_params(adapter, r) for r in order), total, max_ratio)
 
 
 def check_search_budget(max_steps: int, max_ratio: float, batch_size: int, cache_gb: float) -> None:

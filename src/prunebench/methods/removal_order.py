@@ -46,6 +46,18 @@ def reaches(removed: int, total: int, ratio: float) -> bool:
     return removed >= (ratio - REACH_SLACK) * total
 
 
+def longest_prefix_keeping_a_sublayer(adapter: ModelAdapter, order: list[Removal]) -> int:
+    """The length of the longest prefix of ``order`` after which at least one decoder sublayer remains."""
+    removed: set[tuple[int, str]] = set()
+    for index, step in enumerate(order):
+        removed |= (
+            {(step.layer, "attn"), (step.layer, "mlp")} if step.part == "block" else {(step.layer, step.part)}
+        )
+        if len(removed) == 2 * adapter.num_layers:
+            return index
+    return len(order)
+
+
 def plan_from_order(
     adapter: ModelAdapter,
     order: list[Removal],
@@ -61,20 +73,23 @@ def plan_from_order(
     count is a ceiling in parameters (the fewest steps whose parameters are at least the target, see
     :func:`reaches`). The official codes take a count instead (BlockPruner, Shortened-LLaMA, SLEB) or
     floor a fraction of units (FinerCut: ``int(2L·r)`` sublayers); each method's docstring says which.
-    The native count (blocks or sublayers removed) is recorded in ``plan.notes``.
+    The native count (blocks or sublayers removed) is recorded in ``plan.notes``. The prefix never
+    removes every sublayer: a model without decoder layers is not a language model.
     """
     if not 0 <= target_ratio < 1:
         raise PrunebenchError(f"ratio must be in [0, 1), got {target_ratio}")
     allowed = order if max_steps is None else order[:max_steps]
     total = decoder_params(adapter.model)
+    longest = longest_prefix_keeping_a_sublayer(adapter, allowed)
+    kept_one, allowed = longest < len(allowed), allowed[:longest]
     removed, prefix = 0, 0
     while not reaches(removed, total, target_ratio) and prefix < len(allowed):
         removed += removal_params(adapter, allowed[prefix])
         prefix += 1
     if not reaches(removed, total, target_ratio):
         raise PrunebenchError(
-            f"{method}: removing all {len(allowed)} allowed steps removes {removed / total:.3f} "
-            f"of decoder parameters, less than the target ratio {target_ratio}"
+            f"{method}: removing all {len(allowed)} allowed steps{' (one sublayer must stay)' if kept_one else ''} removes "
+            f"{removed / total:.3f} of decoder parameters, less than the target ratio {target_ratio}"
         )
     layers: dict[int, LayerPlan] = {}
     for step in allowed[:prefix]:

@@ -10,12 +10,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from prunebench.errors import PrunebenchError
 from prunebench.io import OutputKind, atomic_directory
 from prunebench.models import modeling_prunebench
 from prunebench.models.adapter import SUPPORTED_FAMILIES, get_adapter
+from prunebench.models.integrity import check_finite_weights
 from prunebench.models.modeling_prunebench import LAYER_SPEC_KEY, PRUNED_CLASSES
 from prunebench.models.surgery import sync_config
 from prunebench.plan import PruningPlan
@@ -106,10 +113,21 @@ def _model_class(name_or_path: str | os.PathLike) -> type:
     raise PrunebenchError(f"model not found: {name_or_path} (neither a local directory nor a Hub id)")
 
 
+def load_config(name_or_path: str | os.PathLike) -> PretrainedConfig:
+    """The model's config alone (no weights); a bad path or unsupported family is a ``PrunebenchError``."""
+    _model_class(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as exc:
+        raise PrunebenchError(
+            f"cannot load the config of {name_or_path}: {str(exc).splitlines()[0]}"
+        ) from None
+
+
 def load_skeleton(name_or_path: str | os.PathLike) -> nn.Module:
     """The model's modules on the meta device (shapes only, no weights): cheap checks before loading."""
     model_class = _model_class(name_or_path)
-    config = AutoConfig.from_pretrained(str(name_or_path))
+    config = load_config(name_or_path)
     with torch.device("meta"):
         if model_class is AutoModelForCausalLM:
             model = AutoModelForCausalLM.from_config(config)
@@ -124,9 +142,10 @@ def load_pretrained(
 ) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
     """Load a dense or pruned causal LM and its tokenizer (``None`` when the directory has none).
 
-    Local directories are checked first: a missing path, a config of an unsupported family or
-    tensors that disagree with the config are ``PrunebenchError``s. A name of the form
-    ``owner/model`` that is not a local path is taken as a Hugging Face Hub id.
+    Local directories are checked first: a missing path, a config of an unsupported family,
+    tensors that disagree with the config or hold a NaN or inf (the first such tensor is named) are
+    ``PrunebenchError``s. A name of the form ``owner/model`` that is not a local path is taken as a
+    Hugging Face Hub id.
     """
     model_class = _model_class(name_or_path)
     path = Path(name_or_path)
@@ -135,6 +154,7 @@ def load_pretrained(
     except (RuntimeError, ValueError, OSError) as exc:
         raise PrunebenchError(f"cannot load model {name_or_path}: {str(exc).splitlines()[0]}") from None
     get_adapter(model)
+    check_finite_weights(model, str(name_or_path))
     model.to(device).eval()
     has_tokenizer = not path.exists() or any((path / f).exists() for f in _TOKENIZER_FILES)
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path)) if has_tokenizer else None

@@ -81,9 +81,10 @@ def _apply_layer(adapter: ModelAdapter, layer: int, lp: LayerPlan) -> None:
         _slice_mlp(adapter, layer, lp.mlp_channels)
 
 
-def _constant(vector: torch.Tensor, like: nn.Module) -> nn.Parameter:
-    ref = next(like.parameters())
-    return nn.Parameter(vector.detach().to(ref.device, ref.dtype).clone())
+def _constant(vector: torch.Tensor, like: torch.Tensor) -> nn.Parameter:
+    """``vector`` as a parameter on ``like``'s device and dtype (a layer that lost both sublayers has
+    no parameter of its own to take them from)."""
+    return nn.Parameter(vector.detach().to(like.device, like.dtype).clone())
 
 
 def _add_compensation(adapter: ModelAdapter, compensation: dict[int, dict[str, torch.Tensor]]) -> None:
@@ -96,12 +97,12 @@ def _add_compensation(adapter: ModelAdapter, compensation: dict[int, dict[str, t
             if attn is not None:
                 attn.o_proj = _with_added_bias(attn.o_proj, parts["o_proj"])
             else:
-                module.removed_attn_bias = _constant(parts["o_proj"], module)
+                module.removed_attn_bias = _constant(parts["o_proj"], adapter.embed_tokens.weight)
         if "down_proj" in parts:
             if mlp is not None:
                 mlp.down_proj = _with_added_bias(mlp.down_proj, parts["down_proj"])
             else:
-                module.removed_mlp_bias = _constant(parts["down_proj"], module)
+                module.removed_mlp_bias = _constant(parts["down_proj"], adapter.embed_tokens.weight)
 
 
 def layer_specs(adapter: ModelAdapter) -> list[dict[str, Any]]:

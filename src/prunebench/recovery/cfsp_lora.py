@@ -97,6 +97,7 @@ def kept_dense_layers(plan, dense_layers: int) -> list[int]:
 def importance_from_scores(scores_dir: str, model_dir: str, num_layers: int, key: str) -> torch.Tensor:
     """CFSP's layer score ``key`` for each layer of the pruned model, read from a scores directory."""
     from prunebench.methods import Scores
+    from prunebench.models.integrity import check_same_model
     from prunebench.plan import PruningPlan
 
     scores = Scores.load(scores_dir)
@@ -106,11 +107,16 @@ def importance_from_scores(scores_dir: str, model_dir: str, num_layers: int, key
         )
     dense = scores.tensors[key].flatten().float()
     plan_path = os.path.join(model_dir, "plan.json")
-    kept = (
-        kept_dense_layers(PruningPlan.load(plan_path), dense.numel())
-        if os.path.exists(plan_path)
-        else list(range(dense.numel()))
-    )
+    plan = PruningPlan.load(plan_path) if os.path.exists(plan_path) else None
+    if plan is not None:
+        check_same_model(
+            scores.meta.get("base_shapes"),
+            scores.meta.get("base_fingerprint"),
+            plan.base_shapes,
+            plan.base_fingerprint,
+            f"CFSP scores in {scores_dir!r} (for the model that {model_dir!r} was pruned from)",
+        )
+    kept = kept_dense_layers(plan, dense.numel()) if plan is not None else list(range(dense.numel()))
     if len(kept) != num_layers:
         raise PrunebenchError(
             f"CFSP scores cover {dense.numel()} dense layers, {len(kept)} kept by the plan, "

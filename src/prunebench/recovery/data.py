@@ -6,7 +6,9 @@
 - ``alpaca`` (Alpaca-cleaned from the Hugging Face Hub, LLM-Pruner's recovery set) or a local
   ``.json`` / ``.jsonl`` file of ``{instruction, input, output}`` records is formatted with the Alpaca
   prompt template and the loss is on the response only (LLM-Pruner's ``train_on_inputs=False``):
-  prompt tokens get label -100, the response ends with EOS, sequences are cut at ``seqlen``.
+  prompt tokens get label -100, the response ends with EOS, sequences are cut at ``seqlen``. A record
+  whose response is cut away entirely has no target token: such records are dropped and counted,
+  and when every record is cut the data cannot train at that ``seqlen`` (an error naming it).
 
 Batches are drawn from an endless stream of seeded epoch permutations, so the batch of any step is a
 pure function of (seed, step): a resumed run sees exactly the batches an uninterrupted one would.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from prunebench.data import load_text, tokenize
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, warn
 
 IGNORE = -100
 ALPACA_HUB_ID = "yahma/alpaca-cleaned"
@@ -55,6 +57,7 @@ class SequenceData:
     pad_id: int
     seed: int
     kind: str  # "text" | "instruction"
+    dropped: int = 0  # records of the source (training and held out) whose whole response seqlen cut away
     _orders: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -122,6 +125,30 @@ def instruction_example(tokenizer, record: dict, seqlen: int) -> tuple[list[int]
     return full_ids, [IGNORE] * n_prompt + full_ids[n_prompt:]
 
 
+def has_target(example: tuple[list[int], list[int]]) -> bool:
+    """Whether an example has a token to learn: a label other than -100 after the first position
+    (the first token is never predicted)."""
+    return any(label != IGNORE for label in example[1][1:])
+
+
+def instruction_examples(records: list[dict], tokenizer, seqlen: int) -> tuple[list, int]:
+    """The examples of ``records`` that keep a response token after the cut at ``seqlen``, and how
+    many records lost their whole response (left out)."""
+    examples = [instruction_example(tokenizer, r, seqlen) for r in records]
+    kept = [e for e in examples if has_target(e)]
+    return kept, len(examples) - len(kept)
+
+
+def _all_cut(records: list[dict], tokenizer, seqlen: int, source: str) -> PrunebenchError:
+    prompts = [len(tokenizer(alpaca_prompt(r))["input_ids"]) for r in records]
+    lengths = f"{min(prompts)}" if min(prompts) == max(prompts) else f"{min(prompts)} to {max(prompts)}"
+    return PrunebenchError(
+        f"--seqlen {seqlen} cuts away the whole response of all {len(records)} training records of {source!r}: "
+        f"the Alpaca prompt alone takes {lengths} tokens; use --seqlen {min(prompts) + 1} or more "
+        "(the recovery seqlen)"
+    )
+
+
 def read_instruction_records(source: str) -> list[dict]:
     """Alpaca-cleaned from the Hub, or records from a local ``.json`` list / ``.jsonl`` file."""
     if source == "alpaca":
@@ -163,25 +190,30 @@ def prepare_data(
     """Training data and (when the source has one, and ``n_val`` > 0) validation data.
 
     Instruction data: ``n_val`` records are held out by a seeded permutation (LLM-Pruner holds out a
-    validation set the same way). Text: the source's validation split, cut like the training text.
+    validation set the same way); records with no response token left after the cut are dropped from
+    both (counted in ``dropped``, and a warning), and all of them cut is an error. Text: the source's
+    validation split, cut like the training text.
     """
     pad = _pad_id(tokenizer)
     if is_instruction_source(source):
         records = read_instruction_records(source)
         order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
         n_hold = min(n_val, len(records) // 10)
-        val_recs = [records[i] for i in order[:n_hold]]
-        train_recs = [records[i] for i in order[n_hold:]]
-        train = SequenceData(
-            [instruction_example(tokenizer, r, seqlen) for r in train_recs], pad, seed, "instruction"
+        train_records = [records[i] for i in order[n_hold:]]
+        train_examples, train_dropped = instruction_examples(train_records, tokenizer, seqlen)
+        if not train_examples:
+            raise _all_cut(train_records, tokenizer, seqlen, source)
+        val_examples, val_dropped = instruction_examples(
+            [records[i] for i in order[:n_hold]], tokenizer, seqlen
         )
-        val = (
-            SequenceData(
-                [instruction_example(tokenizer, r, seqlen) for r in val_recs], pad, seed, "instruction"
+        dropped = train_dropped + val_dropped
+        if dropped:
+            warn(
+                f"{dropped} of {len(records)} instruction records of {source!r} have no response token "
+                f"left within --seqlen {seqlen} and are dropped"
             )
-            if val_recs
-            else None
-        )
+        train = SequenceData(train_examples, pad, seed, "instruction", dropped=dropped)
+        val = SequenceData(val_examples, pad, seed, "instruction") if val_examples else None
         return train, val
     train = SequenceData(
         text_windows(tokenizer, load_text(source, "train"), seqlen, source), pad, seed, "text"

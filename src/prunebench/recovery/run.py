@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import resource
@@ -22,6 +23,7 @@ import transformers
 from prunebench.errors import PrunebenchError
 from prunebench.io import OutputKind, atomic_directory, check_output
 from prunebench.models import load_pretrained, save_pretrained
+from prunebench.models.context import check_context
 from prunebench.plan import PruningPlan
 from prunebench.recovery.config import Budget, RecoveryConfig
 from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
@@ -73,6 +75,13 @@ def _check_source(source: str) -> None:
         raise PrunebenchError(f"data source {source!r} does not exist")
 
 
+def _finite(loss: float, when: str) -> float:
+    """A validation loss, which must be finite (a NaN or inf is never reported as a result)."""
+    if not math.isfinite(loss):
+        raise PrunebenchError(f"the validation loss {when} is {loss}: the model's outputs are not finite")
+    return loss
+
+
 def _load_plan(model_dir: str) -> PruningPlan | None:
     path = os.path.join(model_dir, "plan.json")
     if not os.path.exists(path):
@@ -117,6 +126,7 @@ def recover(
     for source in dict.fromkeys(sources):
         _check_source(source)
     check_output(out_dir, RECOVERED_MODEL)
+    check_context(model_dir, config.seqlen, "recovery seqlen")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     model, tokenizer = load_pretrained(model_dir, dtype=dtype, device=str(dev))
@@ -134,7 +144,7 @@ def recover(
         RankContext(model, model_dir, datasets[lora_source][0], config, scores_dir)
     )
     val = datasets[sources[-1]][1]
-    val_before = evaluate_loss(model, val, config.micro_batch) if val else None
+    val_before = _finite(evaluate_loss(model, val, config.micro_batch), "before training") if val else None
 
     fingerprint = {
         "model": os.path.abspath(model_dir) if os.path.exists(model_dir) else model_dir,
@@ -185,7 +195,7 @@ def recover(
             checkpointer.save({"progress": vars(progress).copy()})
 
     model.eval()
-    val_after = evaluate_loss(model, val, config.micro_batch) if val else None
+    val_after = _finite(evaluate_loss(model, val, config.micro_batch), "after training") if val else None
     memory, memory_kind = peak_memory(dev)
     summary = {
         "variant": variant,
@@ -193,6 +203,7 @@ def recover(
         "data": {
             "sources": dict(zip(spec.phases, sources, strict=True)),
             "kind": datasets[sources[-1]][0].kind,
+            "dropped_records": {source: train.dropped for source, (train, _) in datasets.items()},
         },
         "budget": {
             **budget.to_dict(),

@@ -178,6 +178,31 @@ def evaluate_loss(model: nn.Module, data: SequenceData, batch_size: int) -> floa
     return total / count if count else float("nan")
 
 
+def nonfinite_loss_message(model: nn.Module, batch: dict[str, torch.Tensor], loss: float, step: int) -> str:
+    """Why the training loss of ``step`` is ``loss`` (NaN or inf), from the weights that gave it.
+
+    Non-finite weights are named (corrupt from the start at step 1, diverged later); a batch with no
+    target token is a data problem; finite weights at step 1 mean the forward pass itself overflows.
+    Only a later step with finite weights points at the learning rate.
+    """
+    bad = next((n for n, p in model.named_parameters() if not bool(p.detach().isfinite().all())), None)
+    if bad is not None and step == 1:
+        return f"training loss is {loss} at step 1: weight {bad} holds non-finite values before any update"
+    if bad is not None:
+        return (
+            f"training loss became {loss} at step {step}: weight {bad} became non-finite after "
+            f"{step - 1} optimizer steps (training diverged; lower the lr)"
+        )
+    if not bool((batch["labels"][:, 1:] != IGNORE).any()):
+        return f"training loss is {loss} at step {step}: the batch has no target token (every label masked)"
+    if step == 1:
+        return (
+            f"training loss is {loss} at step 1, before any update and with finite weights: the forward "
+            "pass overflows (try float32 weights)"
+        )
+    return f"training loss became {loss} at step {step} with finite weights; lower the lr"
+
+
 def train_phase(
     model: nn.Module,
     data: SequenceData,
@@ -232,6 +257,9 @@ def train_phase(
                 loss = model(**part).loss
             (loss / n_micro).backward()
             loss_sum += float(loss.detach())
+        loss_value = loss_sum / n_micro
+        if not math.isfinite(loss_value):  # before the update, so the weights are those that gave it
+            raise PrunebenchError(nonfinite_loss_message(model, batch, loss_value, progress.step + 1))
         if config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
@@ -241,9 +269,6 @@ def train_phase(
         progress.step += 1
         progress.tokens += int(batch["attention_mask"].sum())
         progress.elapsed = time.perf_counter() - started
-        loss_value = loss_sum / n_micro
-        if not math.isfinite(loss_value):
-            raise PrunebenchError(f"training loss became {loss_value} at step {progress.step}; lower the lr")
         progress.log.append(
             {
                 "phase": phase.name,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from prunebench.errors import PrunebenchError
 from prunebench.models.checkpoint import load_skeleton
 from prunebench.models.counting import decoder_params, total_params
 from prunebench.study.grid import DENSE, Variant, variants
@@ -178,6 +180,14 @@ def _cost_rows(variant: Variant) -> list[dict[str, Any]]:
     return rows
 
 
+def _check_finite(row: dict[str, Any], directory: Path) -> None:
+    """A model's metric (perplexity, accuracy) that is NaN or inf is an error, never a row."""
+    if row["kind"] in ("ppl", "zeroshot") and not math.isfinite(row["value"]):
+        raise PrunebenchError(
+            f"{directory}/eval: {row['kind']} {row['metric']} is {row['value']}; a metric must be finite"
+        )
+
+
 def collect(config: dict[str, Any]) -> pd.DataFrame:
     """Every result file of the study as one tidy frame (columns: ``COLUMNS``)."""
     dense = {name: _dense_counts(spec["path"]) for name, spec in config["models"].items()}
@@ -188,6 +198,7 @@ def collect(config: dict[str, Any]) -> pd.DataFrame:
         for metric_row in (
             _ppl_rows(directory) + _zeroshot_rows(directory) + _latency_rows(directory) + _cost_rows(variant)
         ):
+            _check_finite(metric_row, directory)
             rows.append(identity | metric_row)
     frame = pd.DataFrame(rows)
     for column in COLUMNS:

@@ -119,6 +119,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
         is_hub_id = path.count("/") == 1 and not path.startswith((".", "/")) and not Path(path).exists()
         if not is_hub_id and not Path(path).is_dir():
             raise PrunebenchError(f"config.models.{name}.path: model directory {path!r} does not exist")
+    _check_lengths(config)
     if len(set(config["ratios"])) != len(config["ratios"]):
         raise PrunebenchError("config.ratios: ratios must be unique")
     for name, spec in config["recovery"].items():
@@ -157,6 +158,41 @@ def _check_gguf(name: str, spec: dict[str, Any]) -> str:
 def imported_model_dir(model: str) -> str:
     """Where rule import_gguf writes the checkpoint of model ``model``."""
     return f"results/{model}/imported"
+
+
+def _lengths(config: dict[str, Any]) -> list[tuple[str, int]]:
+    """Every length in tokens the study runs a model at, with the config key that sets it."""
+    from prunebench.methods import available_methods
+
+    lengths = []
+    if config["calibration"]["mode"] == "shared":
+        lengths.append(("config.calibration.seqlen", config["calibration"]["seqlen"]))
+    else:
+        registered = available_methods()
+        for name, spec in config["methods"].items():
+            method = registered.get(spec.get("method", name))
+            if spec.get("kind", "library") == "library" and method.uses_calibration:
+                seqlen = method.Config.from_params(spec.get("params")).seqlen
+                lengths.append((f"config.methods.{name} calibration seqlen", seqlen))
+    for name, spec in config["recovery"].items():
+        if name != "none":
+            lengths.append((f"config.recovery.{name}.seqlen", spec["seqlen"]))
+    lengths += [("config.evaluation.ppl.seqlens", n) for n in config["evaluation"]["ppl"]["seqlens"]]
+    latency = config["evaluation"]["latency"]
+    if latency["enabled"]:
+        longest = max(latency["prompt_lengths"]) + latency["new_tokens"]
+        lengths.append(("config.evaluation.latency: longest prompt + new_tokens =", longest))
+    return lengths
+
+
+def _check_lengths(config: dict[str, Any]) -> None:
+    """Every length fits in each local model's context (a Hub model's is checked by each job)."""
+    from prunebench.models.context import check_context
+
+    for spec in config["models"].values():
+        if Path(spec["path"]).is_dir():
+            for where, length in _lengths(config):
+                check_context(spec["path"], length, where)
 
 
 #: Recovery options the schema sets as keys of their own (the CLI flags of `prunebench recover`).
