@@ -78,14 +78,29 @@ def ppl_vs_ratio(results: pd.DataFrame) -> plt.Figure | None:
             ys = [dense.iloc[0] if not dense.empty else np.nan, *group["value"]]
             ax.plot(xs, ys, label=label, **_style(label, labels))
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_title(f"recovery: {recovery}")
         ax.set_xlabel("achieved decoder ratio")
         ax.grid(alpha=0.3)
+    _plain_log_labels(axes[0])
     axes[0].set_ylabel(f"perplexity ({dataset}, {int(seqlen)} tokens)")
     axes[0].legend(fontsize=7, loc="upper left")
     return fig
+
+
+def _plain_log_labels(ax: plt.Axes) -> None:
+    """Plain numbers on a log axis (shared by the panels); minor ticks labelled only within a decade.
+
+    Over several decades (a collapsed model next to the dense one) labelled minor ticks overlap.
+    """
+    low, high = ax.get_ylim()
+    ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.6g}"))
+    within_a_decade = high / low < 10
+    minor = (
+        matplotlib.ticker.StrMethodFormatter("{x:,.6g}")
+        if within_a_decade
+        else matplotlib.ticker.NullFormatter()
+    )
+    ax.yaxis.set_minor_formatter(minor)
 
 
 def accuracy_vs_ratio(results: pd.DataFrame, headline: str) -> plt.Figure | None:
