@@ -21,7 +21,7 @@ from prunebench.io import OutputKind, atomic_directory
 from prunebench.models import modeling_prunebench
 from prunebench.models.adapter import SUPPORTED_FAMILIES, get_adapter
 from prunebench.models.device import check_device
-from prunebench.models.files import check_model_files
+from prunebench.models.files import check_weights, read_config
 from prunebench.models.hub import check_hub_model
 from prunebench.models.integrity import check_finite_weights
 from prunebench.models.modeling_prunebench import LAYER_SPEC_KEY, PRUNED_CLASSES
@@ -82,21 +82,22 @@ def _family_class_name(model: nn.Module) -> str:
 
 
 def _model_class(name_or_path: str | os.PathLike) -> type:
-    """The class that loads ``name_or_path``, after checking a local directory's files
-    (:func:`check_model_files`) or, for a name that is no local path, the Hub (:func:`check_hub_model`);
-    a bad path, bad files or an unsupported family is a ``PrunebenchError``."""
+    """The class that loads ``name_or_path``, after checking a local directory's config, family and
+    weights' headers (:func:`check_weights`) or, for a name that is no local path, the Hub
+    (:func:`check_hub_model`); a bad path, bad files or an unsupported family is a ``PrunebenchError``."""
     path = Path(name_or_path)
     if not path.exists():
         check_hub_model(str(name_or_path))
         return AutoModelForCausalLM
     if not path.is_dir():
         raise PrunebenchError(f"model path {path} is not a directory")
-    config = check_model_files(path)
+    config = read_config(path)
     family = config.get("model_type")
     if family not in SUPPORTED_FAMILIES:
         raise PrunebenchError(
             f"{path}: model type {family!r} is not supported; supported families: {', '.join(SUPPORTED_FAMILIES)}"
         )
+    check_weights(path)
     return PRUNED_CLASSES[family] if LAYER_SPEC_KEY in config else AutoModelForCausalLM
 
 

@@ -57,10 +57,8 @@ def weight_files(path: Path) -> list[Path]:
     raise PrunebenchError(f"{path} has no weights: neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX}")
 
 
-def check_model_files(path: Path) -> dict[str, Any]:
-    """The config of model directory ``path`` after checking its files (config, weights' headers
-    against their sizes); the first problem is a ``PrunebenchError`` naming the file."""
-    config = read_config(path)
+def check_weights(path: Path) -> None:
+    """The safetensors weights of model directory ``path`` are there and their headers match the
+    files' sizes; the first problem is a ``PrunebenchError`` naming the file."""
     for file in weight_files(path):
         safetensors_header(file)
-    return config

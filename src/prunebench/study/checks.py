@@ -54,7 +54,7 @@ def _skeleton(model: str, spec: dict[str, Any], problems: Problems) -> nn.Module
     """The model's modules on the meta device, read from its config alone; ``None`` when the model
     has a problem (added) or cannot be looked at here (warned)."""
     from prunebench.models.checkpoint import load_skeleton, skeleton_of
-    from prunebench.models.hub import local_parent, look_up
+    from prunebench.models.hub import local_parent, look_up, looks_like_hub_id
 
     where = f"config.models.{model}"
     if "gguf" in spec:
@@ -70,8 +70,8 @@ def _skeleton(model: str, spec: dict[str, Any], problems: Problems) -> nn.Module
         with problems.under(f"{where}.path"):
             return load_skeleton(path)
         return None
-    if not path:
-        return None  # neither path nor gguf: reported already
+    if not looks_like_hub_id(path):
+        return None  # a missing local directory, or neither path nor gguf: reported already
     parent = local_parent(path)
     if parent is not None:
         problems.add(
