@@ -16,6 +16,7 @@ from torch import nn
 
 from prunebench.data.text import check_text_source
 from prunebench.errors import PrunebenchError, warn
+from prunebench.files import check_encoding
 from prunebench.models.context import context_length
 from prunebench.models.device import check_device
 from prunebench.recovery.data import check_data_source
@@ -142,6 +143,10 @@ def _check_texts(config: dict[str, Any], problems: Problems) -> None:
     from prunebench.recovery import RecoveryConfig
 
     encoding = config["text_encoding"]
+    try:
+        check_encoding(encoding)
+    except PrunebenchError:
+        return  # reported once, by the semantic checks; no text can be read without it
     calibration = config["calibration"]
     if calibration["mode"] == "shared":
         with problems.under("config.calibration.source"):
