@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -325,8 +324,15 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     assert evaluated, "no pruned variant was evaluated before the deadline"
     first = evaluated[0].parents[1] / "model" / "config.json"
     stamp = first.stat().st_mtime_ns
-    shutil.rmtree(interrupted / ".snakemake" / "locks", ignore_errors=True)
-    result = _snakemake(interrupted, "--cores", "2", "--configfile", str(TINY), "--rerun-incomplete")
+    # The README's steps after a hard kill: the same command stops on the lock kill -9 left behind,
+    # the same command with --unlock releases it, and the same command again resumes.
+    again = ["--cores", "2", "--configfile", str(TINY), "--rerun-incomplete"]
+    result = _snakemake(interrupted, *again)
+    assert result.returncode != 0 and "Directory cannot be locked" in result.stderr, result.stderr[-4000:]
+    assert "--unlock" in result.stderr
+    unlocked = _snakemake(interrupted, *again, "--unlock")
+    assert unlocked.returncode == 0, unlocked.stderr[-4000:]
+    result = _snakemake(interrupted, *again)
     assert result.returncode == 0, result.stderr[-4000:]
     assert first.stat().st_mtime_ns == stamp, "a finished job was redone"
     resumed = pd.read_csv(interrupted / "results" / "tables" / "results.csv")
