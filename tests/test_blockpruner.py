@@ -125,7 +125,7 @@ def test_official_calibration_rows(tiny_tokenizer, tiny_text):
     joined = torch.tensor(tiny_tokenizer("\n\n".join(examples[i] for i in picked))["input_ids"])
     assert rows.shape[1] == 16 and rows.shape[0] == joined.numel() // 16
     assert torch.equal(rows.flatten(), joined[: rows.numel()])
-    with pytest.raises(PrunebenchError, match="too short for one row"):
+    with pytest.raises(PrunebenchError, match="one row of seqlen=4096 tokens needs at least 4096"):
         example_rows(tiny_tokenizer, examples, 1, 4096, seed=42)
 
 

@@ -396,5 +396,5 @@ def test_cli_short_calibration_text_fails_before_scoring(tmp_path, tiny_tokenize
         "32",  # within the model's context of 64 tokens (CFSP's default 1024 is refused first)
     ]
     assert main([*argv, "--out", str(tmp_path / "scores")]) == 2
-    assert "shorter than one sample" in capsys.readouterr().err
+    assert "one sample of seqlen=32 tokens needs at least 32" in capsys.readouterr().err
     assert not (tmp_path / "scores").exists()

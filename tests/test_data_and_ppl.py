@@ -42,7 +42,9 @@ def test_calibration_is_seeded_and_saved(tmp_path, tiny_tokenizer, tiny_text):
     assert any(ids[i : i + 16].tolist() == row for i in range(ids.numel() - 15))
     save_samples(a, tmp_path / "s.safetensors")
     assert torch.equal(load_samples(tmp_path / "s.safetensors"), a)
-    with pytest.raises(PrunebenchError, match="shorter than one sample"):
+    with pytest.raises(
+        PrunebenchError, match=r"has \d+ tokens; one sample of seqlen=64 tokens needs at least 64"
+    ):
         calibration_samples(tiny_tokenizer, "too short", 1, 64, seed=0)
 
 

@@ -425,7 +425,10 @@ def test_cli_score_then_prune_and_reload(tmp_path, tiny_tokenizer, tiny_text, ca
     (tmp_path / "short.txt").write_text("too short")
     short = ["--calib", str(tmp_path / "short.txt"), "--nsamples", "6", "--seqlen", "16"]
     assert main(["score", *common, *short, "--out", str(tmp_path / "s2")]) == 2
-    assert "shorter than one sample" in capsys.readouterr().err and not (tmp_path / "s2").exists()
+    assert (
+        "one sample of seqlen=16 tokens needs at least 16" in capsys.readouterr().err
+        and not (tmp_path / "s2").exists()
+    )
 
 
 # ---- the demo model ---------------------------------------------------------------------------

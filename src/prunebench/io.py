@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,21 +24,98 @@ def _umask() -> int:
     return umask
 
 
+#: Below this many free bytes, a failed write is taken for a full disk (torch.save says only
+#: "unexpected pos"): the file system has no room for another block of any file.
+FULL_DISK_BYTES = 1 << 20
+
+
+def _existing_ancestor(path: Path) -> Path:
+    return next(p for p in (path, *path.absolute().parents) if p.exists())
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(_existing_ancestor(path)).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+#: The name of a staging file or directory (``.NAME.<random>.tmp``, made by ``mkstemp``/``mkdtemp``).
+_STAGING = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def public_path(path: Path) -> Path:
+    """``path`` with every staging component replaced by the output it becomes (what a user asked for)."""
+    return Path(*[(m.group(1) if (m := _STAGING.match(part)) else part) for part in path.parts])
+
+
+def write_problem(exc: BaseException, path: Path) -> str | None:
+    """The one-line reason a write of ``path`` failed with ``exc``, when it is the disk's or the file
+    system's (no space left, a quota, no permission, read-only); ``None`` for any other error."""
+    shown = public_path(path)
+    errno_ = exc.errno if isinstance(exc, OSError) else None
+    if (
+        errno_ in (errno.ENOSPC, errno.EDQUOT)
+        or "No space left on device" in str(exc)
+        or (isinstance(exc, OSError | RuntimeError) and _disk_full(path))
+    ):
+        return f"no space left on the device to write {shown}; nothing was written: free some space and run again"
+    filename = getattr(exc, "filename", None)
+    where = path.absolute().parent
+    if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS) and (
+        filename is None or Path(filename).absolute().is_relative_to(where)
+    ):
+        return f"cannot write {shown}: {exc.strerror or exc}"
+    return None
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Within the block, a write that fails for lack of space or permission is one ``PrunebenchError``
+    naming ``path`` (the library errors say neither); any other error passes unchanged. Folders the
+    block created for ``path`` are removed again when it fails and leaves them empty."""
+    path = Path(path)
+    missing = [p for p in path.absolute().parents if not p.exists()]
+    try:
+        yield
+    except PrunebenchError:
+        _remove_empty(missing)
+        raise
+    except Exception as exc:
+        _remove_empty(missing)
+        problem = write_problem(exc, path)
+        if problem is None:
+            raise
+        raise PrunebenchError(problem) from None
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (innermost first) that exists and is empty."""
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path in the same directory that replaces ``path`` only if the block succeeds."""
+    """Yield a temporary file path in the same directory that replaces ``path`` only if the block succeeds.
+
+    A full disk or a refused write is a ``PrunebenchError`` naming ``path`` (:func:`writing`), and
+    the temporary file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; the result should be an ordinary file
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; the result should be an ordinary file
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -93,7 +172,8 @@ class OutputKind:
 
 
 def _check_replaceable(path: Path) -> Path:
-    """Refuse the working directory, one of its parents, a symbolic link, or a path under a file."""
+    """Refuse the working directory, one of its parents, a symbolic link, a path under a file, or a
+    path whose directory cannot be created or written."""
     resolved = path.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
@@ -102,11 +182,22 @@ def _check_replaceable(path: Path) -> Path:
         )
     if path.is_symlink():
         raise PrunebenchError(f"refusing to replace {path}: it is a symbolic link; name the target itself")
-    if not path.exists():
-        parent = next(p for p in resolved.parents if p.exists())
-        if not parent.is_dir():
-            raise PrunebenchError(f"cannot write {path}: {parent} is not a directory")
+    parent = _existing_ancestor(resolved.parent)
+    if not parent.is_dir():
+        raise PrunebenchError(f"cannot write {path}: {parent} is not a directory")
+    _check_writable(parent, path)
     return path
+
+
+def _check_writable(directory: Path, path: Path) -> None:
+    """Create and remove a directory in ``directory``, where the output's folders and temporary files
+    go: the only test of permissions that root, read-only mounts and pseudo file systems all answer."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=directory, prefix=".prunebench-probe-"))
+    except OSError as exc:
+        raise PrunebenchError(
+            f"cannot write {path}: nothing can be created in {directory} ({exc.strerror})"
+        ) from None
 
 
 def check_output(path: str | os.PathLike, kind: OutputKind) -> Path:
@@ -132,15 +223,17 @@ def check_output(path: str | os.PathLike, kind: OutputKind) -> Path:
 
 @contextmanager
 def _staged(path: Path) -> Iterator[Path]:
-    """A temporary sibling directory of ``path``, removed unless the block moved it away."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should be an ordinary directory
-    try:
-        yield tmp
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    """A temporary sibling directory of ``path``, removed unless the block moved it away; a full disk
+    or a refused write is a ``PrunebenchError`` naming ``path`` (:func:`writing`)."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should be an ordinary directory
+        try:
+            yield tmp
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
 
 
 def _replace(path: Path, tmp: Path) -> None:

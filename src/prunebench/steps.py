@@ -13,8 +13,11 @@ from typing import Any
 import torch
 
 from prunebench.data import calibration_samples, load_samples, load_text, save_samples
+from prunebench.data.calibration import check_token_ids
+from prunebench.data.text import check_text_source
 from prunebench.errors import PrunebenchError, warn
 from prunebench.evaluation.cost import measure_cost
+from prunebench.files import DEFAULT_ENCODING
 from prunebench.io import atomic_directory, check_output
 from prunebench.methods import Method, MethodConfig, Scores, get_method
 from prunebench.methods.base import SCORES_DIRECTORY
@@ -22,6 +25,7 @@ from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pre
 from prunebench.models.checkpoint import PRUNED_CHECKPOINT, load_skeleton
 from prunebench.models.context import check_context
 from prunebench.models.counting import decoder_params, part_params, total_params
+from prunebench.models.device import check_device
 from prunebench.models.integrity import check_fingerprint, check_shapes, dense_shapes, fingerprint
 from prunebench.plan import PruningPlan
 
@@ -31,15 +35,23 @@ RATIO_WARNING = 0.05
 
 
 def make_calibration(
-    model_path: str, source: str, nsamples: int, seqlen: int, seed: int, out: str | os.PathLike | None = None
+    model_path: str,
+    source: str,
+    nsamples: int,
+    seqlen: int,
+    seed: int,
+    out: str | os.PathLike | None = None,
+    encoding: str = DEFAULT_ENCODING,
 ) -> torch.Tensor:
     """Calibration samples for ``model_path`` (with its tokenizer) from the train split of ``source``,
-    saved to ``out`` when given. A ``seqlen`` beyond the model's context is refused first."""
+    saved to ``out`` when given. A ``seqlen`` beyond the model's context and a local text that is
+    missing or not ``encoding`` are refused first."""
     check_context(model_path, seqlen, "calibration seqlen")
+    text = load_text(source, "train", encoding)
     _, tokenizer = load_pretrained(model_path)
     if tokenizer is None:
         raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
-    samples = calibration_samples(tokenizer, load_text(source, "train"), nsamples, seqlen, seed)
+    samples = calibration_samples(tokenizer, text, nsamples, seqlen, seed)
     if out is not None:
         save_samples(samples, out)
     return samples
@@ -54,6 +66,7 @@ def score_model(
     params: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
+    encoding: str = DEFAULT_ENCODING,
 ) -> Scores:
     """Score ``model_path`` with a method and save the scores with the calibration samples they used.
 
@@ -61,28 +74,33 @@ def score_model(
     loaded; ``PrunebenchError`` otherwise).
 
     Samples come from ``samples_path`` (shared calibration) or are drawn from ``calib`` (default:
-    the method's official data set) with the method's sample count, length and seed. A data-free
-    method (``uses_calibration = False``) gets none, and no text is loaded. The scores' metadata
-    records the dense model's shapes and weight fingerprint (``base_shapes``, ``base_fingerprint``),
-    which :func:`prune_model` checks. Raises ``PrunebenchError`` before loading the weights for an
-    unsupported family or a calibration length beyond the model's context, and before saving for
-    non-finite scores.
+    the method's official data set; a local text read as ``encoding``) with the method's sample
+    count, length and seed. A data-free method (``uses_calibration = False``) gets none, and no text
+    is loaded. The scores' metadata records the dense model's shapes and weight fingerprint
+    (``base_shapes``, ``base_fingerprint``), which :func:`prune_model` checks. Raises
+    ``PrunebenchError`` before loading the weights for an unavailable device, an unsupported family,
+    unreadable samples or ids outside the vocabulary, a missing or undecodable local text, or a
+    calibration length beyond the model's context; and before saving for non-finite scores.
     """
     method = get_method(method_name)
     config = method.config(params)
+    check_device(device)
     check_output(out_dir, SCORES_DIRECTORY)
     skeleton = load_skeleton(model_path)
     method.check_model(skeleton)
     samples = source = None
     if method.uses_calibration and samples_path is not None:
         samples, source = load_samples(samples_path), str(samples_path)
+        check_token_ids(samples, skeleton.config.vocab_size, source)
     if method.uses_calibration:
         seqlen = config.seqlen if samples is None else samples.shape[1]
         check_context(skeleton, seqlen, "calibration seqlen")
-    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
     if method.uses_calibration and samples is None:
         source = calib or config.calib_dataset
-        samples = _method_calibration(method, tokenizer, source, config, model_path)
+        check_text_source(source, "train", encoding)
+    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+    if method.uses_calibration and samples is None:
+        samples = _method_calibration(method, tokenizer, source, config, model_path, encoding)
     with measure_cost("score", device=device) as cost:
         scores = method.score(model, None if samples is None else samples.to(device), config)
     calibration = None if samples is None else {"source": source, "shape": list(samples.shape)}
@@ -105,12 +123,12 @@ def score_model(
 
 
 def _method_calibration(
-    method: Method, tokenizer: Any, source: str, config: MethodConfig, model_path: str
+    method: Method, tokenizer: Any, source: str, config: MethodConfig, model_path: str, encoding: str
 ) -> torch.Tensor:
     """The method's own calibration rows from ``source`` (its official recipe)."""
     if tokenizer is None:
         raise PrunebenchError(f"{model_path} has no tokenizer to tokenize calibration text with")
-    return method.calibration(tokenizer, source, config)
+    return method.calibration(tokenizer, source, config, encoding)
 
 
 def _param_counts(model: torch.nn.Module) -> dict[str, int]:
@@ -144,20 +162,28 @@ def prune_model(
     params: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
+    encoding: str = DEFAULT_ENCODING,
 ) -> PruningPlan:
     """Select a plan for ``ratio`` from saved scores (or score first) and write the pruned checkpoint.
 
     ``out_dir`` must be absent, empty or an earlier pruned checkpoint. Before the weights are loaded:
-    the output, the family, the ratio (in range, reachable, leaving a decoder sublayer), the scores'
-    method and recorded dense shapes, or the calibration length. After: the scores' weight
-    fingerprint. Each mismatch is a ``PrunebenchError``.
+    the device, the output, the family, the ratio (in range, reachable, leaving a decoder sublayer),
+    the scores' method and recorded dense shapes, or the calibration length and text. After: the
+    scores' weight fingerprint. Each mismatch is a ``PrunebenchError``. Ratio 0 removes nothing and
+    needs no scores: no search or scoring runs, and any saved scores are not read.
     """
     method = get_method(method_name)
     config = method.config(params)
+    check_device(device)
     check_output(out_dir, PRUNED_CHECKPOINT)
     skeleton = load_skeleton(model_path)
     method.check_model(skeleton)
     method.check_ratio(skeleton, ratio, config)
+    if ratio == 0:
+        model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+        plan = PruningPlan(model_path, method_name, config.to_dict(), 0.0, layers={})
+        plan.notes["ratio 0"] = "nothing removed: no scores were computed or read"
+        return write_pruned(model, tokenizer, plan, out_dir)
     scores = None
     if scores_dir is not None:
         scores = Scores.load(scores_dir)
@@ -169,13 +195,15 @@ def prune_model(
         check_shapes(scores.meta.get("base_shapes"), skeleton, what)
     elif method.uses_calibration:
         check_context(skeleton, config.seqlen, "calibration seqlen")
+        check_text_source(calib or config.calib_dataset, "train", encoding)
     model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
     if scores is not None:
         check_fingerprint(scores.meta.get("base_fingerprint"), model, what)
     elif not method.uses_calibration:
         scores = method.score(model, None, config)
     else:
-        samples = _method_calibration(method, tokenizer, calib or config.calib_dataset, config, model_path)
+        source = calib or config.calib_dataset
+        samples = _method_calibration(method, tokenizer, source, config, model_path, encoding)
         scores = method.score(model, samples.to(device), config)
         scores.check_finite(f"scores of {method_name}")
     with measure_cost("select", device=device) as cost:

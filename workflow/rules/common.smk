@@ -1,12 +1,42 @@
-# Everything that is not a rule: config validation, the grid, wildcard constraints, input functions.
+# Everything that is not a rule: config loading and validation, the grid, wildcard constraints, input
+# functions.
 import re
+import sys
 from pathlib import Path
 
+from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
 from prunebench.study import validate_config, variants
+from prunebench.study.checks import check_devices
 from prunebench.study.grid import DENSE, ratio_of, ratio_tag
+from prunebench.study.loading import check_study_files
 
-config.update(validate_config(config))
+# The default study; `--configfile config/other.yaml` replaces it instead of being merged into it.
+# Snakemake reads config files itself: it keeps the last of two equal keys and reports a syntax
+# error without its line, so each file is read again strictly (the default one before Snakemake).
+try:
+    if not workflow.overwrite_configfiles:
+        check_study_files(["config.yaml"])
+
+        configfile: "config.yaml"
+
+    check_study_files(workflow.configfiles)
+    # Files, models and lm-eval tasks are checked once, by the main process (not again in each
+    # cluster job, which re-reads this file).
+    config.update(validate_config(config, files=workflow.is_main_process))
+except PrunebenchError as exc:
+    sys.exit(f"prunebench: error: {exc}")
+
+
+# Devices are checked where the jobs run: here, unless an executor sends them elsewhere (Slurm). A
+# dry run runs no hooks; a job given a device it lacks stops before loading anything.
+onstart:
+    if workflow.local_exec:
+        try:
+            check_devices(config)
+        except PrunebenchError as exc:
+            sys.exit(f"prunebench: error: {exc}")
+
 
 MODELS = list(config["models"])
 METHODS = list(config["methods"])
@@ -102,6 +132,13 @@ def shared_calibration(wildcards):
     if config["calibration"]["mode"] == "shared":
         return f"results/{wildcards.model}/calibration/shared.safetensors"
     return []
+
+
+def prune_scores(wildcards):
+    """The method's scores, except at ratio 0, which removes nothing and needs none."""
+    if ratio_value(wildcards) == 0:
+        return []
+    return f"results/{wildcards.model}/{wildcards.library_method}/scores"
 
 
 def library_method_params(wildcards):

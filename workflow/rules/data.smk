@@ -31,6 +31,7 @@ rule calibration:
         nsamples=config["calibration"]["nsamples"],
         seqlen=config["calibration"]["seqlen"],
         seed=config["seed"],
+        encoding=config["text_encoding"],
     threads: 1
     resources:
         gpu=0,

@@ -15,6 +15,7 @@ rule eval_ppl:
         model=variant_model,
         ppl=EVAL["ppl"],
         spec=model_spec,
+        encoding=config["text_encoding"],
     threads: 1
     resources:
         gpu=gpu_count,

@@ -14,6 +14,7 @@ rule score:
         method=library_method_name,
         method_params=library_method_params,
         spec=model_spec,
+        encoding=config["text_encoding"],
     threads: 1
     resources:
         gpu=gpu_count,
@@ -27,7 +28,7 @@ rule prune:
     """Select the plan for one ratio from the saved scores and write the physically pruned model."""
     input:
         model=base_model_files,
-        scores="results/{model}/{library_method}/scores",
+        scores=prune_scores,
     output:
         directory("results/{model}/{library_method}/r{ratio}/none/model"),
     log:

@@ -16,6 +16,7 @@ rule recover:
         recovery=recovery_spec,
         spec=model_spec,
         seed=config["seed"],
+        encoding=config["text_encoding"],
     threads: 1
     resources:
         gpu=gpu_count,

@@ -10,6 +10,7 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     argv += ["--text", ppl["datasets"][sm.wildcards.dataset], "--split", ppl["split"]]
     argv += ["--seqlen", sm.wildcards.seqlen, "--batch-size", str(ppl["batch_size"])]
     argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
+    argv += ["--encoding", sm.params.encoding]
     if ppl["bos"]:
         argv.append("--bos")
     if ppl["max_windows"]:

@@ -6,6 +6,8 @@ from prunebench.study.script import logged, params_argv
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
     argv = ["prune", "--model", sm.params.model, "--method", sm.params.method]
-    argv += ["--ratio", repr(sm.params.ratio), "--scores", sm.input.scores, "--out", sm.output[0]]
+    argv += ["--ratio", repr(sm.params.ratio), "--out", sm.output[0]]
+    if sm.input.scores:  # none at ratio 0
+        argv += ["--scores", sm.input.scores]
     argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
     raise SystemExit(main(argv + params_argv(sm.params.method_params)))

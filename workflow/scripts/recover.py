@@ -24,5 +24,5 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
         argv += ["--lr", str(spec["lr"])]
     if sm.input.scores:
         argv += ["--scores", sm.input.scores]
-    argv += params_argv(spec["params"])
+    argv += [*params_argv(spec["params"]), "--encoding", sm.params.encoding]
     raise SystemExit(main([*argv, "--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]))

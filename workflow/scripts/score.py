@@ -15,6 +15,7 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
         sm.output[0],
     ]
     argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
+    argv += ["--encoding", sm.params.encoding]
     if sm.input.samples:
         argv += ["--samples", sm.input.samples]
     raise SystemExit(main(argv + params_argv(sm.params.method_params)))

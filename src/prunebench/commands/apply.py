@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.commands.common import add_model_arguments, dtype_of
+from prunebench.commands.common import add_model_arguments, device_of, dtype_of
 from prunebench.steps import apply_plan_file
 
 NAME = "apply"
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    device_of(args)  # the plan is applied on the CPU; a bad --device is still an error
     plan = apply_plan_file(args.model, args.plan, args.out, dtype=dtype_of(args))
     print(f"pruned to decoder ratio {plan.achieved['decoder_ratio']:.4f}; written to {args.out}")
     return 0

@@ -7,6 +7,8 @@ import argparse
 import torch
 
 from prunebench.errors import PrunebenchError
+from prunebench.files import DEFAULT_ENCODING, check_encoding
+from prunebench.models.device import check_device
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -17,8 +19,23 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
+def add_encoding_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--encoding", default=DEFAULT_ENCODING, help="encoding of local text files (default: utf-8)"
+    )
+
+
 def dtype_of(args: argparse.Namespace) -> torch.dtype:
     return DTYPES[args.dtype]
+
+
+def device_of(args: argparse.Namespace) -> str:
+    """``--device`` after checking that torch knows it and this machine has it (before any loading)."""
+    return check_device(args.device)
+
+
+def encoding_of(args: argparse.Namespace) -> str:
+    return check_encoding(args.encoding)
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, str]:

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from prunebench.commands.common import add_model_arguments, dtype_of
+from prunebench.commands.common import add_model_arguments, device_of, dtype_of
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation.latency import (
     DOES_NOT_FIT,
@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = device_of(args)
     config = LatencyConfig(
         batch_sizes=args.batch_sizes,
         prompt_lengths=args.prompt_lengths,
@@ -69,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
     check_fits_context(args.model, config)
     if args.base_model:
         check_fits_context(args.base_model, config, label="base model")
-    model, _ = load_pretrained(args.model, dtype=dtype_of(args), device=args.device)
+    model, _ = load_pretrained(args.model, dtype=dtype_of(args), device=device)
     base = None
     if args.base_model:
-        base, _ = load_pretrained(args.base_model, dtype=dtype_of(args), device=args.device)
+        base, _ = load_pretrained(args.base_model, dtype=dtype_of(args), device=device)
     result = measure_latency(model, config, base=base)
     result.update({"model": args.model, "base_model": args.base_model})
     atomic_write_json(args.out, result)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.commands.common import add_model_arguments, dtype_of
+from prunebench.commands.common import (
+    add_encoding_argument,
+    add_model_arguments,
+    device_of,
+    dtype_of,
+    encoding_of,
+)
 from prunebench.data import load_text
 from prunebench.errors import PrunebenchError
-from prunebench.evaluation.perplexity import check_seqlen, perplexity
+from prunebench.evaluation.perplexity import check_options, check_seqlen, perplexity
 from prunebench.io import OutputKind, atomic_write_json, check_output
 from prunebench.models import load_pretrained
 
@@ -27,16 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bos", action="store_true", help="start every window with the BOS token")
     parser.add_argument("--max-windows", type=int, help="evaluate only the first N windows")
+    add_encoding_argument(parser)
     parser.add_argument(
         "--out", required=True, help="result JSON (new, or an earlier result of this command: replaced)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    device = device_of(args)
+    check_options(args.seqlen, args.batch_size, args.max_windows)
     check_output(args.out, RESULT)
     check_seqlen(args.model, args.seqlen)
-    text = load_text(args.text, args.split)
-    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=args.device)
+    text = load_text(args.text, args.split, encoding_of(args))
+    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device)
     if tokenizer is None:
         raise PrunebenchError(f"{args.model} has no tokenizer")
     result = perplexity(

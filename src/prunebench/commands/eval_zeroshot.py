@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.commands.common import add_model_arguments, dtype_of
+from prunebench.commands.common import add_model_arguments, device_of, dtype_of
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation.cost import measure_cost
 from prunebench.evaluation.zeroshot import (
@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = device_of(args)
     config = ZeroShotConfig(
         tasks=parse_tasks(args.tasks),
         include_path=args.include_path,
@@ -64,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     validate_config(config)
     check_output(args.out, RESULT)
     manager = task_manager(config)  # unknown task names fail here, before the model is loaded
-    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=args.device)
+    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device)
     if tokenizer is None:
         raise PrunebenchError(f"{args.model} has no tokenizer")
-    with measure_cost("eval_zeroshot", device=args.device) as cost:
+    with measure_cost("eval_zeroshot", device=device) as cost:
         result = evaluate_zeroshot(model, tokenizer, config, manager=manager)
     result.update({"model": args.model, "dtype": args.dtype, "device": args.device, "cost": cost})
     atomic_write_json(args.out, result)

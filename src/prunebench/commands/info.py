@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from prunebench.commands.common import add_model_arguments, dtype_of
+from prunebench.commands.common import add_model_arguments, device_of, dtype_of
 from prunebench.models import get_adapter, load_pretrained
 from prunebench.models.counting import decoder_params, total_params
 
@@ -39,7 +39,7 @@ def describe(model) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, _ = load_pretrained(args.model, dtype=dtype_of(args))
+    model, _ = load_pretrained(args.model, dtype=dtype_of(args), device=device_of(args))
     facts = describe(model)
     if args.json:
         print(json.dumps(facts, indent=2))

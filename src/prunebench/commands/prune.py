@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.commands.common import add_model_arguments, check_ratio, dtype_of
+from prunebench.commands.common import add_model_arguments, check_ratio, device_of, dtype_of, encoding_of
 from prunebench.commands.score import add_method_arguments, method_params
 from prunebench.errors import PrunebenchError
 from prunebench.steps import prune_model
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         calib=args.calib,
         params=method_params(args),
         dtype=dtype_of(args),
-        device=args.device,
+        device=device_of(args),
+        encoding=encoding_of(args),
     )
     print(f"pruned to decoder ratio {plan.achieved['decoder_ratio']:.4f}; written to {args.out}")
     return 0

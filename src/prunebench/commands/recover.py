@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.commands.common import add_model_arguments, dtype_of, parse_params
+from prunebench.commands.common import (
+    add_encoding_argument,
+    add_model_arguments,
+    device_of,
+    dtype_of,
+    encoding_of,
+    parse_params,
+)
 from prunebench.recovery import Budget, RecoveryConfig, available_variants, recover
 
 NAME = "recover"
@@ -53,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-data", help="data for the LoRA phase of cpt_lora (default: --data)")
     parser.add_argument("--checkpoint-dir", help="resumable state (default: OUT/resume)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_encoding_argument(parser)
 
 
 def config_of(args: argparse.Namespace) -> RecoveryConfig:
@@ -76,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
         scores_dir=args.scores,
         lora_data=args.lora_data,
         checkpoint_dir=args.checkpoint_dir,
-        device=args.device,
+        device=device_of(args),
         dtype=dtype_of(args),
+        encoding=encoding_of(args),
         show_progress=not args.no_progress,
     )
     val = summary["val_loss_after"]

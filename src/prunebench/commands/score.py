@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.commands.common import add_model_arguments, dtype_of, parse_params
+from prunebench.commands.common import (
+    add_encoding_argument,
+    add_model_arguments,
+    device_of,
+    dtype_of,
+    encoding_of,
+    parse_params,
+)
 from prunebench.steps import score_model
 
 NAME = "score"
@@ -21,6 +28,7 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seqlen", type=int, help="tokens per calibration sample (default: the method's)")
     parser.add_argument("--seed", type=int, help="calibration seed (default: the method's)")
     parser.add_argument("--param", action="append", metavar="KEY=VALUE", help="a method option (repeatable)")
+    add_encoding_argument(parser)
 
 
 def method_params(args: argparse.Namespace) -> dict:
@@ -48,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         samples_path=args.samples,
         params=method_params(args),
         dtype=dtype_of(args),
-        device=args.device,
+        device=device_of(args),
+        encoding=encoding_of(args),
     )
     print(f"scores written to {args.out}")
     return 0

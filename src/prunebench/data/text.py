@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable
 from pathlib import Path
 
 from prunebench.errors import PrunebenchError
+from prunebench.files import DEFAULT_ENCODING, check_decodes, read_text_file
 
 SPLITS = ("train", "validation", "test")
-
-
-def _read_local(path: Path) -> str:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        return fh.read()
 
 
 def _local_split(directory: Path, split: str) -> Path:
@@ -34,7 +28,7 @@ def _wikitext2(split: str) -> str:
 def _ptb(split: str) -> str:
     from datasets import load_dataset
 
-    rows = load_dataset("ptb_text_only", "penn_treebank", split=split, trust_remote_code=True)
+    rows = load_dataset("ptb_text_only", "penn_treebank", split=split)
     return "\n\n".join(rows["sentence"])
 
 
@@ -65,7 +59,7 @@ def _bookcorpus(split: str) -> str:
     """BookCorpus (Shortened-LLaMA's calibration set); it has only a train split."""
     from datasets import load_dataset
 
-    rows = load_dataset("bookcorpus", split="train[:20000]", trust_remote_code=True)
+    rows = load_dataset("bookcorpus", split="train[:20000]")
     return "\n".join(rows["text"])
 
 
@@ -90,25 +84,44 @@ HUB_SOURCES: dict[str, Callable[[str], str]] = {
 }
 
 
-def load_text(source: str, split: str = "train") -> str:
-    """The text of ``split`` from ``source``: a file (.txt/.txt.gz), a directory of splits, or a Hub data set.
+def local_text_file(source: str, split: str = "train") -> Path | None:
+    """The local file that holds ``split`` of ``source``, or ``None`` when ``source`` names a Hub data set.
 
-    Hub names: ``wikitext2``, ``c4``, ``ptb``, ``alpaca``, ``bookcorpus``, ``pg19``. An unknown name, a missing file or empty
-    text is a ``PrunebenchError``.
+    ``source`` is a file (.txt/.txt.gz, its own text for every split), a directory of splits, or one
+    of ``HUB_SOURCES``. An unknown split, a directory without the split, and a name that is neither a
+    local path nor a Hub data set are ``PrunebenchError``s (checked without reading any text).
     """
     if split not in SPLITS:
         raise PrunebenchError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     path = Path(source)
     if path.is_dir():
-        text = _read_local(_local_split(path, split))
-    elif path.is_file():
-        text = _read_local(path)
-    elif source in HUB_SOURCES:
-        text = HUB_SOURCES[source](split)
-    else:
-        raise PrunebenchError(
-            f"text source {source!r} is neither a local file or directory nor one of {', '.join(HUB_SOURCES)}"
-        )
+        return _local_split(path, split)
+    if path.is_file():
+        return path
+    if source in HUB_SOURCES:
+        return None
+    raise PrunebenchError(
+        f"text source {source!r} is neither a local file or directory nor one of {', '.join(HUB_SOURCES)}"
+    )
+
+
+def check_text_source(source: str, split: str = "train", encoding: str = DEFAULT_ENCODING) -> None:
+    """Before any expensive work: a local ``source`` exists, holds ``split`` and decodes as ``encoding``
+    (streamed, not kept); a Hub data set is not contacted. Each problem is a ``PrunebenchError``."""
+    path = local_text_file(source, split)
+    if path is not None:
+        check_decodes(path, encoding)
+
+
+def load_text(source: str, split: str = "train", encoding: str = DEFAULT_ENCODING) -> str:
+    """The text of ``split`` from ``source``: a file (.txt/.txt.gz), a directory of splits, or a Hub data set.
+
+    Hub names: ``wikitext2``, ``c4``, ``ptb``, ``alpaca``, ``bookcorpus``, ``pg19``. An unknown name, a
+    missing file, a local file that ``encoding`` cannot decode (named with the byte offset) or empty
+    text is a ``PrunebenchError``.
+    """
+    path = local_text_file(source, split)
+    text = HUB_SOURCES[source](split) if path is None else read_text_file(path, encoding)
     if not text.strip():
         raise PrunebenchError(f"text source {source!r} ({split}) is empty")
     return text

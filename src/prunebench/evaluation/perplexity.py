@@ -16,6 +16,19 @@ from prunebench.errors import PrunebenchError
 from prunebench.models.context import check_context
 
 
+def check_options(seqlen: int, batch_size: int, max_windows: int | None) -> None:
+    """The options' own ranges, before anything is read: a window holds at least 2 tokens, a batch at
+    least one window, and ``max_windows`` (``None``: every window) is at least 1."""
+    if seqlen <= 1:
+        raise PrunebenchError(f"seqlen must be at least 2, got {seqlen}")
+    if batch_size <= 0:
+        raise PrunebenchError(f"batch size must be positive, got {batch_size}")
+    if max_windows is not None and max_windows < 1:
+        raise PrunebenchError(
+            f"max_windows must be at least 1 (or left out: every window), got {max_windows}"
+        )
+
+
 def check_seqlen(source: nn.Module | str, seqlen: int) -> None:
     """A window must hold at least 2 tokens and fit in the context of ``source`` (a model or a path)."""
     if seqlen <= 1:
@@ -79,9 +92,8 @@ def perplexity(
     ``window_nll`` holds each window's mean NLL (for paired comparisons between models on the same
     windows) and ``nll_se`` the standard error of the mean NLL over windows (``None`` for one window).
     """
+    check_options(seqlen, batch_size, max_windows)
     check_seqlen(model, seqlen)
-    if batch_size <= 0:
-        raise PrunebenchError(f"batch size must be positive, got {batch_size}")
     if add_bos and tokenizer.bos_token_id is None:
         raise PrunebenchError("add_bos requested but the tokenizer has no BOS token")
     rows = windows(tokenize(tokenizer, text), seqlen - 1 if add_bos else seqlen, max_windows)

@@ -86,12 +86,15 @@ def task_manager(config: ZeroShotConfig):
         if all(name in local.all_tasks for name in config.tasks):
             return local
     manager = TaskManager(include_path=config.include_path)
-    for name in config.tasks:
-        if name not in manager.all_tasks:
+    unknown = [name for name in config.tasks if name not in manager.all_tasks]
+    if unknown:
+        described = []
+        for name in unknown:
             close = difflib.get_close_matches(name, manager.all_tasks, n=5, cutoff=0.6)
-            hint = f"; close matches: {', '.join(close)}" if close else ""
-            where = f" (built-in tasks and {config.include_path})" if config.include_path else ""
-            raise PrunebenchError(f"lm-eval does not know the task {name!r}{where}{hint}")
+            described.append(f"{name!r}" + (f" (close matches: {', '.join(close)})" if close else ""))
+        where = f" (built-in tasks and {config.include_path})" if config.include_path else ""
+        tasks = "the task" if len(unknown) == 1 else "the tasks"
+        raise PrunebenchError(f"lm-eval does not know {tasks} {', '.join(described)}{where}")
     return manager
 
 

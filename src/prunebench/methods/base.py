@@ -141,13 +141,16 @@ class Method(abc.ABC):
                 f"method {self.name} does not support {family} models (supports: {', '.join(self.families)})"
             )
 
-    def calibration(self, tokenizer: Any, source: str, config: MethodConfig) -> torch.Tensor:
+    def calibration(
+        self, tokenizer: Any, source: str, config: MethodConfig, encoding: str = "utf-8"
+    ) -> torch.Tensor:
         """Calibration rows in the method's official recipe (``calibration: paper``). Default: random
-        windows of ``source``'s train split (GPTQ style); methods with another recipe override it."""
+        windows of ``source``'s train split (GPTQ style; a local text read as ``encoding``); methods
+        with another recipe override it."""
         from prunebench.data import calibration_samples, load_text
 
         return calibration_samples(
-            tokenizer, load_text(source, "train"), config.nsamples, config.seqlen, config.seed
+            tokenizer, load_text(source, "train", encoding), config.nsamples, config.seqlen, config.seed
         )
 
     def check_ratio(self, model: nn.Module, target_ratio: float, config: MethodConfig) -> None:

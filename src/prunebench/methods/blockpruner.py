@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from prunebench.data.calibration import check_enough_tokens, token_ids
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import MethodConfig, Scores
 from prunebench.methods.greedy_method import (
@@ -111,13 +112,15 @@ def example_rows(
             f"blockpruner: {nsamples} calibration examples requested, the pool has {len(examples)}"
         )
     picked = random.Random(seed).sample(range(len(examples)), nsamples)
-    ids = torch.tensor(tokenizer("\n\n".join(examples[i] for i in picked))["input_ids"], dtype=torch.long)
+    text = "\n\n".join(examples[i] for i in picked)
+    ids = torch.tensor(token_ids(tokenizer, text, add_special_tokens=True), dtype=torch.long)
+    check_enough_tokens(
+        ids.numel(),
+        seqlen,
+        f"one row of seqlen={seqlen} tokens",
+        f"blockpruner: the {nsamples} calibration examples",
+    )
     rows = ids.numel() // seqlen
-    if rows < 1:
-        raise PrunebenchError(
-            f"blockpruner: {nsamples} calibration examples give {ids.numel()} tokens, "
-            f"too short for one row of {seqlen} tokens"
-        )
     return ids[: rows * seqlen].reshape(rows, seqlen)
 
 
@@ -157,12 +160,14 @@ class BlockPruner(GreedyOrderMethod):
     Config = BlockPrunerConfig
 
     def calibration(
-        self, tokenizer: PreTrainedTokenizerBase, source: str, config: MethodConfig
+        self, tokenizer: PreTrainedTokenizerBase, source: str, config: MethodConfig, encoding: str = "utf-8"
     ) -> torch.Tensor:
         """Official calibration rows from `source` (the official Alpaca pool, or the lines of a text)."""
         from prunebench.data import load_text
 
-        examples = alpaca_pool() if source == "alpaca" else text_examples(load_text(source, "train"))
+        examples = (
+            alpaca_pool() if source == "alpaca" else text_examples(load_text(source, "train", encoding))
+        )
         return example_rows(tokenizer, examples, config.nsamples, config.seqlen, config.seed)
 
     def _steps(self, model: nn.Module, config: BlockPrunerConfig) -> int:

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedTokenizerBase
 
+from prunebench.data.calibration import check_enough_tokens, token_ids
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import MethodConfig, Scores
 from prunebench.methods.greedy_method import (
@@ -159,13 +160,14 @@ def leading_rows(
 ) -> torch.Tensor:
     """Official `build_wikitext_dataset`: drop empty lines, join the rest with a space, tokenize once
     (the tokenizer's own special tokens), keep the first nsamples × seqlen tokens as rows."""
-    ids = torch.tensor(
-        tokenizer(" ".join(line for line in lines if len(line) > 0))["input_ids"], dtype=torch.long
+    text = " ".join(line for line in lines if len(line) > 0)
+    ids = torch.tensor(token_ids(tokenizer, text, add_special_tokens=True), dtype=torch.long)
+    check_enough_tokens(
+        ids.numel(),
+        nsamples * seqlen,
+        f"nsamples x seqlen = {nsamples} x {seqlen}",
+        "finercut: calibration text",
     )
-    if ids.numel() < nsamples * seqlen:
-        raise PrunebenchError(
-            f"finercut: calibration text has {ids.numel()} tokens, fewer than {nsamples} rows of {seqlen}"
-        )
     return ids[: nsamples * seqlen].reshape(nsamples, seqlen)
 
 
@@ -191,7 +193,7 @@ class FinerCut(GreedyOrderMethod):
     Config = FinerCutConfig
 
     def calibration(
-        self, tokenizer: PreTrainedTokenizerBase, source: str, config: MethodConfig
+        self, tokenizer: PreTrainedTokenizerBase, source: str, config: MethodConfig, encoding: str = "utf-8"
     ) -> torch.Tensor:
         """The first nsamples × seqlen tokens of `source`'s train split (official WikiText-2 recipe)."""
         if source == "wikitext2":
@@ -201,7 +203,7 @@ class FinerCut(GreedyOrderMethod):
         else:
             from prunebench.data import load_text
 
-            lines = load_text(source, "train").splitlines(keepends=True)
+            lines = load_text(source, "train", encoding).splitlines(keepends=True)
         return leading_rows(tokenizer, lines, config.nsamples, config.seqlen)
 
     def _schedule(self, model: nn.Module, config: MethodConfig) -> ExclusionSchedule:

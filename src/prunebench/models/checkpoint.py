@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +20,9 @@ from prunebench.errors import PrunebenchError
 from prunebench.io import OutputKind, atomic_directory
 from prunebench.models import modeling_prunebench
 from prunebench.models.adapter import SUPPORTED_FAMILIES, get_adapter
+from prunebench.models.device import check_device
+from prunebench.models.files import check_weights, read_config
+from prunebench.models.hub import check_hub_model
 from prunebench.models.integrity import check_finite_weights
 from prunebench.models.modeling_prunebench import LAYER_SPEC_KEY, PRUNED_CLASSES
 from prunebench.models.surgery import sync_config
@@ -80,37 +81,24 @@ def _family_class_name(model: nn.Module) -> str:
     )
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise PrunebenchError(f"{path} has no config.json: not a Hugging Face model directory")
-    try:
-        return json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise PrunebenchError(f"{config_file} is not valid JSON: {exc}") from None
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
-
-
 def _model_class(name_or_path: str | os.PathLike) -> type:
-    """The class that loads ``name_or_path``; a bad local path or unsupported family is an error."""
+    """The class that loads ``name_or_path``, after checking a local directory's config, family and
+    weights' headers (:func:`check_weights`) or, for a name that is no local path, the Hub
+    (:func:`check_hub_model`); a bad path, bad files or an unsupported family is a ``PrunebenchError``."""
     path = Path(name_or_path)
-    if path.exists():
-        if not path.is_dir():
-            raise PrunebenchError(f"model path {path} is not a directory")
-        config = _read_config(path)
-        family = config.get("model_type")
-        if family not in SUPPORTED_FAMILIES:
-            raise PrunebenchError(
-                f"{path}: model type {family!r} is not supported; supported families: {', '.join(SUPPORTED_FAMILIES)}"
-            )
-        return PRUNED_CLASSES[family] if LAYER_SPEC_KEY in config else AutoModelForCausalLM
-    if _looks_like_hub_id(str(name_or_path)):
+    if not path.exists():
+        check_hub_model(str(name_or_path))
         return AutoModelForCausalLM
-    raise PrunebenchError(f"model not found: {name_or_path} (neither a local directory nor a Hub id)")
+    if not path.is_dir():
+        raise PrunebenchError(f"model path {path} is not a directory")
+    config = read_config(path)
+    family = config.get("model_type")
+    if family not in SUPPORTED_FAMILIES:
+        raise PrunebenchError(
+            f"{path}: model type {family!r} is not supported; supported families: {', '.join(SUPPORTED_FAMILIES)}"
+        )
+    check_weights(path)
+    return PRUNED_CLASSES[family] if LAYER_SPEC_KEY in config else AutoModelForCausalLM
 
 
 def load_config(name_or_path: str | os.PathLike) -> PretrainedConfig:
@@ -127,7 +115,11 @@ def load_config(name_or_path: str | os.PathLike) -> PretrainedConfig:
 def load_skeleton(name_or_path: str | os.PathLike) -> nn.Module:
     """The model's modules on the meta device (shapes only, no weights): cheap checks before loading."""
     model_class = _model_class(name_or_path)
-    config = load_config(name_or_path)
+    return skeleton_of(load_config(name_or_path), model_class)
+
+
+def skeleton_of(config: PretrainedConfig, model_class: type = AutoModelForCausalLM) -> nn.Module:
+    """The modules that ``config`` describes, on the meta device; an unsupported family is an error."""
     with torch.device("meta"):
         if model_class is AutoModelForCausalLM:
             model = AutoModelForCausalLM.from_config(config)
@@ -142,20 +134,30 @@ def load_pretrained(
 ) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
     """Load a dense or pruned causal LM and its tokenizer (``None`` when the directory has none).
 
-    Local directories are checked first: a missing path, a config of an unsupported family,
-    tensors that disagree with the config or hold a NaN or inf (the first such tensor is named) are
-    ``PrunebenchError``s. A name of the form ``owner/model`` that is not a local path is taken as a
-    Hugging Face Hub id.
+    Checked first: the device (valid and here), a local directory's files (config, safetensors
+    headers against the file sizes; pickled weights refused) and family, or, for a name of the form
+    ``owner/model`` that is no local path, the Hub (cache or one quick request). Then tensors that
+    disagree with the config or hold a NaN or inf (the first such tensor is named). Each problem is a
+    ``PrunebenchError``; only safetensors weights are ever read.
     """
+    check_device(str(device))
     model_class = _model_class(name_or_path)
     path = Path(name_or_path)
     try:
-        model = model_class.from_pretrained(str(name_or_path), dtype=dtype)
+        model = model_class.from_pretrained(str(name_or_path), dtype=dtype, use_safetensors=True)
     except (RuntimeError, ValueError, OSError) as exc:
         raise PrunebenchError(f"cannot load model {name_or_path}: {str(exc).splitlines()[0]}") from None
     get_adapter(model)
     check_finite_weights(model, str(name_or_path))
     model.to(device).eval()
     has_tokenizer = not path.exists() or any((path / f).exists() for f in _TOKENIZER_FILES)
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path)) if has_tokenizer else None
-    return model, tokenizer
+    return model, _load_tokenizer(name_or_path) if has_tokenizer else None
+
+
+def _load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except Exception as exc:  # tokenizers' own parse errors are bare Exceptions
+        raise PrunebenchError(
+            f"cannot load the tokenizer of {name_or_path}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        ) from None

@@ -93,6 +93,19 @@ def read_gguf_header(path: str | os.PathLike) -> dict[str, Any]:
     }
 
 
+def gguf_config(path: str | os.PathLike) -> transformers.PretrainedConfig:
+    """The transformers config that a GGUF file's header describes (shapes, context length), read
+    without loading a tensor; an unreadable header is a ``PrunebenchError`` naming the file."""
+    _gguf_module()
+    path = Path(path)
+    try:
+        return transformers.AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (ValueError, RuntimeError, OSError, KeyError, IndexError) as exc:
+        raise PrunebenchError(
+            f"{path}: no model config in its GGUF header ({str(exc).splitlines()[0]})"
+        ) from None
+
+
 def gguf_version() -> str:
     return importlib.metadata.version("gguf")
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 import torch
 
 from prunebench.data import load_text, tokenize
+from prunebench.data.text import check_text_source
 from prunebench.errors import PrunebenchError, warn
+from prunebench.files import DEFAULT_ENCODING, check_decodes, read_text_file
 
 IGNORE = -100
 ALPACA_HUB_ID = "yahma/alpaca-cleaned"
@@ -149,8 +151,9 @@ def _all_cut(records: list[dict], tokenizer, seqlen: int, source: str) -> Pruneb
     )
 
 
-def read_instruction_records(source: str) -> list[dict]:
-    """Alpaca-cleaned from the Hub, or records from a local ``.json`` list / ``.jsonl`` file."""
+def read_instruction_records(source: str, encoding: str = DEFAULT_ENCODING) -> list[dict]:
+    """Alpaca-cleaned from the Hub, or records from a local ``.json`` list / ``.jsonl`` file (read as
+    ``encoding``; undecodable bytes are named with their offset)."""
     if source == "alpaca":
         try:
             import datasets
@@ -163,14 +166,14 @@ def read_instruction_records(source: str) -> list[dict]:
             ) from err
         records = [dict(row) for row in rows]
     else:
+        text = read_text_file(source, encoding)
         try:
-            with open(source, encoding="utf-8") as fh:
-                if source.endswith(".jsonl"):
-                    records = [json.loads(line) for line in fh if line.strip()]
-                else:
-                    records = json.load(fh)
-        except (OSError, ValueError) as err:
-            raise PrunebenchError(f"cannot read instruction data {source!r}: {err}") from err
+            if source.endswith(".jsonl"):
+                records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            else:
+                records = json.loads(text)
+        except ValueError as err:
+            raise PrunebenchError(f"cannot read instruction data {source!r}: {err}") from None
     if not isinstance(records, list) or not records:
         raise PrunebenchError(f"instruction data {source!r} holds no records")
     for i, rec in enumerate(records):
@@ -184,8 +187,19 @@ def has_validation_split(source: str) -> bool:
     return not os.path.isfile(source)
 
 
+def check_data_source(source: str, encoding: str = DEFAULT_ENCODING) -> None:
+    """Before any loading: a local instruction file or text source exists and decodes as ``encoding``
+    (Alpaca and the Hub corpora are not contacted)."""
+    if source == "alpaca":
+        return
+    if is_instruction_source(source):
+        check_decodes(source, encoding)
+    else:
+        check_text_source(source, "train", encoding)
+
+
 def prepare_data(
-    source: str, tokenizer, seqlen: int, seed: int, n_val: int
+    source: str, tokenizer, seqlen: int, seed: int, n_val: int, encoding: str = DEFAULT_ENCODING
 ) -> tuple[SequenceData, SequenceData | None]:
     """Training data and (when the source has one, and ``n_val`` > 0) validation data.
 
@@ -196,7 +210,7 @@ def prepare_data(
     """
     pad = _pad_id(tokenizer)
     if is_instruction_source(source):
-        records = read_instruction_records(source)
+        records = read_instruction_records(source, encoding)
         order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
         n_hold = min(n_val, len(records) // 10)
         train_records = [records[i] for i in order[n_hold:]]
@@ -216,10 +230,10 @@ def prepare_data(
         val = SequenceData(val_examples, pad, seed, "instruction") if val_examples else None
         return train, val
     train = SequenceData(
-        text_windows(tokenizer, load_text(source, "train"), seqlen, source), pad, seed, "text"
+        text_windows(tokenizer, load_text(source, "train", encoding), seqlen, source), pad, seed, "text"
     )
     val = None
     if n_val > 0 and has_validation_split(source):
-        val_text = load_text(source, "validation")
+        val_text = load_text(source, "validation", encoding)
         val = SequenceData(text_windows(tokenizer, val_text, seqlen, source)[:n_val], pad, seed, "text")
     return train, val

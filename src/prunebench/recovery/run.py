@@ -21,13 +21,15 @@ import torch
 import transformers
 
 from prunebench.errors import PrunebenchError
+from prunebench.files import DEFAULT_ENCODING
 from prunebench.io import OutputKind, atomic_directory, check_output
 from prunebench.models import load_pretrained, save_pretrained
 from prunebench.models.context import check_context
+from prunebench.models.device import check_device
 from prunebench.plan import PruningPlan
 from prunebench.recovery.config import Budget, RecoveryConfig
 from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
-from prunebench.recovery.data import SequenceData, prepare_data
+from prunebench.recovery.data import SequenceData, check_data_source, prepare_data
 from prunebench.recovery.lora import attach_lora, lora_targets, merge_lora
 from prunebench.recovery.training import (
     LOG_COLUMNS,
@@ -67,12 +69,14 @@ def final_train_loss(log: list[dict]) -> float:
     return sum(r["loss"] for r in tail) / len(tail)
 
 
-def _check_source(source: str) -> None:
+def _check_source(source: str, encoding: str) -> None:
+    """Before the model is loaded: a local data file exists and decodes as ``encoding``."""
     looks_local = (
         os.sep in source or source.startswith(".") or source.endswith((".txt", ".gz", ".json", ".jsonl"))
     )
     if looks_local and not os.path.exists(source):
         raise PrunebenchError(f"data source {source!r} does not exist")
+    check_data_source(source, encoding)
 
 
 def _finite(loss: float, when: str) -> float:
@@ -103,11 +107,12 @@ def recover(
     device: str | None = None,
     dtype: torch.dtype = torch.float32,
     show_progress: bool = True,
+    encoding: str = DEFAULT_ENCODING,
 ) -> dict:
     """Recover a pruned model; returns the summary (also written to ``out_dir/summary.json``).
 
     ``data`` feeds every phase except that ``lora_data`` (default: ``data``) feeds LoRA phases (e.g.
-    C4 for CPT, Alpaca for LoRA). ``checkpoint_dir`` (default ``out_dir/resume``) holds the resumable
+    C4 for CPT, Alpaca for LoRA); local data files are read as ``encoding``. ``checkpoint_dir`` (default ``out_dir/resume``) holds the resumable
     state; a rerun with the same arguments continues from it. The weights are loaded in ``dtype``
     (fp32 by default); on a GPU the forward passes run under bf16 autocast. ``out_dir`` must be
     absent, empty, an earlier recovered model or an interrupted run's (``PrunebenchError`` otherwise,
@@ -124,10 +129,10 @@ def recover(
         raise PrunebenchError(f"scores directory {scores_dir!r} does not exist")
     sources = [data if phase == "cpt" else (lora_data or data) for phase in spec.phases]
     for source in dict.fromkeys(sources):
-        _check_source(source)
+        _check_source(source, encoding)
     check_output(out_dir, RECOVERED_MODEL)
     check_context(model_dir, config.seqlen, "recovery seqlen")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(check_device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu"))
 
     model, tokenizer = load_pretrained(model_dir, dtype=dtype, device=str(dev))
     if tokenizer is None:
@@ -135,7 +140,9 @@ def recover(
     if "lora" in spec.phases:
         lora_targets(model, config.target_modules)
     datasets: dict[str, tuple[SequenceData, SequenceData | None]] = {
-        source: prepare_data(source, tokenizer, config.seqlen, seed, config.val_batches * config.batch_size)
+        source: prepare_data(
+            source, tokenizer, config.seqlen, seed, config.val_batches * config.batch_size, encoding
+        )
         for source in dict.fromkeys(sources)
     }
     lora_source = lora_data or data

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from prunebench.errors import PrunebenchError
+from prunebench.io import atomic_file
 from prunebench.recovery.config import RecoveryConfig
 from prunebench.recovery.data import IGNORE, SequenceData
 
@@ -73,31 +73,19 @@ class Checkpointer:
         return state
 
     def save(self, state: dict) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        os.close(fd)
-        try:
+        """Write the resumable state atomically; a full disk is one ``PrunebenchError`` and leaves no
+        temporary file and no folder it created (``atomic_file``)."""
+        with atomic_file(self.path) as tmp:
             torch.save({"fingerprint": self.fingerprint, **state}, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     def phase_weights_path(self, phase: int) -> str:
         return os.path.join(self.directory, f"phase{phase}-start.safetensors")
 
     def save_phase_start(self, phase: int, model: nn.Module) -> None:
-        """The full weights a later phase starts from (after CPT, before LoRA)."""
-        os.makedirs(self.directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        os.close(fd)
-        try:
+        """The full weights a later phase starts from (after CPT, before LoRA), written atomically."""
+        with atomic_file(self.phase_weights_path(phase)) as tmp:
             tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-            save_file(_untie(tensors), tmp)
-            os.replace(tmp, self.phase_weights_path(phase))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            save_file(_untie(tensors), str(tmp))
 
     def load_phase_start(self, phase: int, model: nn.Module) -> bool:
         path = self.phase_weights_path(phase)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Iterator
@@ -12,6 +13,9 @@ import jsonschema
 import yaml
 
 from prunebench.errors import PrunebenchError
+from prunebench.files import check_encoding
+from prunebench.models.device import parse_device
+from prunebench.models.hub import looks_like_hub_id
 from prunebench.study.grid import CALIBRATION_FOLDER, DENSE, RESULTS_FOLDERS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
@@ -35,7 +39,8 @@ def _with_defaults(validator_class: type) -> type:
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """The key's path and the problem of one schema error."""
     where = "config." + ".".join(str(p) for p in error.absolute_path) if error.absolute_path else "config"
     allowed = ""
     if error.validator == "additionalProperties":
@@ -47,7 +52,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     message = (
         f"{error.instance!r} is not allowed" if error.validator == "pattern" and allowed else error.message
     )
-    return f"{where}: {message}{allowed}"
+    return where, f"{message}{allowed}"
 
 
 def _normalise(config: dict[str, Any]) -> None:
@@ -58,101 +63,166 @@ def _normalise(config: dict[str, Any]) -> None:
                 config[section][key] = {}
 
 
-def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A validated copy of ``config`` with defaults filled in; the first error names the key's path."""
+def validate_config(
+    config: dict[str, Any],
+    schema: dict[str, Any] | None = None,
+    *,
+    files: bool = True,
+    devices: bool = False,
+) -> dict[str, Any]:
+    """A validated copy of ``config`` with defaults filled in.
+
+    Every problem found is one line naming its config key, and all of them are raised together in one
+    ``PrunebenchError``. The schema comes first (a config that breaks it is not checked further),
+    then finite numbers, then what the schema cannot say (``_check_semantics``). With ``files`` also
+    what needs files, models and lm-eval, in seconds (:func:`prunebench.study.checks.check_study`:
+    local paths and their encoding, model files, each method's limits at each ratio and every length
+    on each model's shapes, lm-eval task names). With ``devices`` also that each model's device is
+    available on this machine (leave it off where the jobs run elsewhere, e.g. a cluster's login node).
+    """
     config = copy.deepcopy(config)
     _normalise(config)
+    problems = Problems()
     validator = _with_defaults(jsonschema.Draft7Validator)(schema or load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise PrunebenchError("invalid config: " + "; ".join(_describe(e) for e in errors[:3]))
-    _check_finite(config)
-    _check_semantics(config)
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        problems.add(*_describe(error))
+    problems.raise_any()
+    _check_finite(config, problems)
+    problems.raise_any()
+    _check_semantics(config, problems)
+    if files:
+        from prunebench.study.checks import check_study
+
+        check_study(config, problems, devices=devices)
+    problems.raise_any()
     return config
 
 
-def _check_finite(value: Any, where: str = "config") -> None:
+class Problems:
+    """The problems found in a study config, each one line naming its key, raised all together."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, where: str | None, message: str) -> None:
+        """One problem: ``where: message``, or ``message`` alone when it names its key itself."""
+        self.lines.append(message if where is None else f"{where}: {message}")
+
+    @contextlib.contextmanager
+    def under(self, where: str | None) -> Iterator[None]:
+        """A ``PrunebenchError`` raised in the block becomes a problem of ``where`` (see :meth:`add`)."""
+        try:
+            yield
+        except PrunebenchError as exc:
+            self.add(where, str(exc))
+
+    def raise_any(self) -> None:
+        if len(self.lines) == 1:
+            raise PrunebenchError(f"invalid config: {self.lines[0]}")
+        if self.lines:
+            raise PrunebenchError(
+                f"invalid config, {len(self.lines)} problems:\n  " + "\n  ".join(self.lines)
+            )
+
+
+def _check_finite(value: Any, problems: Problems, where: str = "config") -> None:
     """Refuse NaN and infinity anywhere (a schema's bounds let NaN through: every comparison is false)."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise PrunebenchError(f"{where}: {value} is not a finite number")
+        problems.add(where, f"{value} is not a finite number")
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        _check_finite(item, f"{where}.{key}")
+        _check_finite(item, problems, f"{where}.{key}")
 
 
-def _check_semantics(config: dict[str, Any]) -> None:
-    """What a schema cannot say: methods exist, rule modules exist, local models exist."""
+def _check_semantics(config: dict[str, Any], problems: Problems) -> None:
+    """What a schema cannot say, without reading files: names, methods and their options, model
+    sources, devices, the text encoding, ratios and recovery selections."""
+    for section, reserved in (("models", RESULTS_FOLDERS), ("methods", (DENSE, CALIBRATION_FOLDER))):
+        for name in config[section]:
+            if name in reserved:
+                problems.add(
+                    f"config.{section}.{name}", "the name is taken by the study's own results/ paths"
+                )
+    for name, spec in config["methods"].items():
+        _check_method(name, spec, problems)
+    for name, spec in config["models"].items():
+        _check_model_source(name, spec, problems)
+        with problems.under(f"config.models.{name}.device"):
+            parse_device(spec["device"])
+    with problems.under("config.text_encoding"):
+        check_encoding(config["text_encoding"])
+    if len(set(config["ratios"])) != len(config["ratios"]):
+        problems.add("config.ratios", "ratios must be unique")
+    for name, spec in config["recovery"].items():
+        _check_recovery_params(name, spec, problems)
+        extra = set(spec.get("ratios", [])) - set(config["ratios"])
+        if extra:
+            problems.add(
+                f"config.recovery.{name}.ratios",
+                f"{sorted(extra)} not among config.ratios {config['ratios']}",
+            )
+        unknown = set(spec.get("methods", [])) - set(config["methods"])
+        if unknown:
+            problems.add(f"config.recovery.{name}.methods", f"{sorted(unknown)} not among config.methods")
+
+
+def _check_method(name: str, spec: dict[str, Any], problems: Problems) -> None:
+    """A library entry runs a registered method with options it knows; a rule entry has its module."""
     from prunebench.methods import available_methods
 
     registered = available_methods()
     rule_dir = SCHEMA_PATH.parents[1] / "rules" / "methods"
-    for section, reserved in (("models", RESULTS_FOLDERS), ("methods", (DENSE, CALIBRATION_FOLDER))):
-        taken = [name for name in config[section] if name in reserved]
-        if taken:
-            raise PrunebenchError(
-                f"config.{section}.{taken[0]}: the name is taken by the study's own results/ paths"
+    if spec.get("kind", "library") == "library":
+        method = spec.get("method", name)
+        if method not in registered:
+            key = f"config.methods.{name}.method" if "method" in spec else f"config.methods.{name}"
+            problems.add(
+                key,
+                f"unknown method {method!r} (registered: {', '.join(registered)}; "
+                f"or set kind: rule and add workflow/rules/methods/{name}.smk)",
             )
-    for name, spec in config["methods"].items():
-        if spec.get("kind", "library") == "library":
-            method = spec.get("method", name)
-            if method not in registered:
-                key = f"config.methods.{name}.method" if "method" in spec else f"config.methods.{name}"
-                raise PrunebenchError(
-                    f"{key}: unknown method {method!r} (registered: {', '.join(registered)}; "
-                    f"or set kind: rule and add workflow/rules/methods/{name}.smk)"
-                )
-            try:
-                registered[method].Config.from_params(spec.get("params"))
-            except PrunebenchError as exc:
-                raise PrunebenchError(f"config.methods.{name}.params: {exc}") from None
-        elif "method" in spec:
-            raise PrunebenchError(f"config.methods.{name}.method: a rule method names no registered method")
-        elif not (rule_dir / f"{name}.smk").is_file():
-            raise PrunebenchError(f"config.methods.{name}: kind rule needs workflow/rules/methods/{name}.smk")
-    for name, spec in config["models"].items():
-        if ("path" in spec) == ("gguf" in spec):
-            raise PrunebenchError(f"config.models.{name}: give either path or gguf")
-        if "gguf" in spec:
-            spec["path"] = _check_gguf(name, spec["gguf"])
-            continue
-        path = spec["path"]
-        is_hub_id = path.count("/") == 1 and not path.startswith((".", "/")) and not Path(path).exists()
-        if not is_hub_id and not Path(path).is_dir():
-            raise PrunebenchError(f"config.models.{name}.path: model directory {path!r} does not exist")
-    _check_lengths(config)
-    if len(set(config["ratios"])) != len(config["ratios"]):
-        raise PrunebenchError("config.ratios: ratios must be unique")
-    for name, spec in config["recovery"].items():
-        _check_recovery_params(name, spec)
-        extra = set(spec.get("ratios", [])) - set(config["ratios"])
-        if extra:
-            raise PrunebenchError(
-                f"config.recovery.{name}.ratios: {sorted(extra)} not among config.ratios {config['ratios']}"
-            )
-        unknown = set(spec.get("methods", [])) - set(config["methods"])
-        if unknown:
-            raise PrunebenchError(
-                f"config.recovery.{name}.methods: {sorted(unknown)} not among config.methods"
-            )
+            return
+        with problems.under(f"config.methods.{name}.params"):
+            registered[method].Config.from_params(spec.get("params"))
+    elif "method" in spec:
+        problems.add(f"config.methods.{name}.method", "a rule method names no registered method")
+    elif not (rule_dir / f"{name}.smk").is_file():
+        problems.add(f"config.methods.{name}", f"kind rule needs workflow/rules/methods/{name}.smk")
 
 
-def _check_gguf(name: str, spec: dict[str, Any]) -> str:
-    """The GGUF source exists and can be imported; returns the imported checkpoint's directory."""
+def _check_model_source(name: str, spec: dict[str, Any], problems: Problems) -> None:
+    """Either ``path`` or ``gguf``; sets ``path`` to the imported checkpoint of a GGUF model."""
+    if ("path" in spec) == ("gguf" in spec):
+        problems.add(f"config.models.{name}", "give either path or gguf")
+        spec.setdefault("path", "")
+        return
+    if "gguf" in spec:
+        spec["path"] = imported_model_dir(name)
+        _check_gguf(spec["gguf"], f"config.models.{name}.gguf", problems)
+        return
+    path = spec["path"]
+    if not Path(path).exists() and not looks_like_hub_id(path):
+        problems.add(f"config.models.{name}.path", f"model directory {path!r} does not exist")
+
+
+def _check_gguf(spec: dict[str, Any], where: str, problems: Problems) -> None:
+    """The GGUF source exists and can be imported; records its file as ``spec["source"]``."""
     import importlib.util
 
     from prunebench.models.gguf_import import packaged_file
 
-    where = f"config.models.{name}.gguf"
     if importlib.util.find_spec("gguf") is None:
-        raise PrunebenchError(f"{where}: needs the gguf package: pip install 'prunebench[real-model]'")
+        problems.add(where, "needs the gguf package: pip install 'prunebench[real-model]'")
+        return
     try:
         source = packaged_file(spec["package"], spec["file"]) if "package" in spec else Path(spec["file"])
     except PrunebenchError as exc:
-        raise PrunebenchError(f"{where}: {exc}") from None
+        problems.add(where, str(exc))
+        return
     if not source.is_file():
-        raise PrunebenchError(f"{where}.file: {source} does not exist")
+        problems.add(f"{where}.file", f"{source} does not exist")
+        return
     spec["source"] = str(source)
-    return imported_model_dir(name)
 
 
 def imported_model_dir(model: str) -> str:
@@ -185,30 +255,19 @@ def _lengths(config: dict[str, Any]) -> list[tuple[str, int]]:
     return lengths
 
 
-def _check_lengths(config: dict[str, Any]) -> None:
-    """Every length fits in each local model's context (a Hub model's is checked by each job)."""
-    from prunebench.models.context import check_context
-
-    for spec in config["models"].values():
-        if Path(spec["path"]).is_dir():
-            for where, length in _lengths(config):
-                check_context(spec["path"], length, where)
-
-
 #: Recovery options the schema sets as keys of their own (the CLI flags of `prunebench recover`).
 RECOVERY_KEYS = ("batch_size", "seqlen", "lr")
 
 
-def _check_recovery_params(name: str, spec: dict[str, Any]) -> None:
+def _check_recovery_params(name: str, spec: dict[str, Any], problems: Problems) -> None:
     """``recovery.<name>.params`` must be options `RecoveryConfig` knows, with valid values."""
     from prunebench.recovery import RecoveryConfig
 
     params = spec.get("params", {})
     where = f"config.recovery.{name}.params"
-    for key in RECOVERY_KEYS:
-        if key in params:
-            raise PrunebenchError(f"{where}.{key}: set it as config.recovery.{name}.{key}")
-    try:
-        RecoveryConfig.from_params(params)
-    except PrunebenchError as exc:
-        raise PrunebenchError(f"{where}: {exc}") from None
+    taken = [key for key in RECOVERY_KEYS if key in params]
+    for key in taken:
+        problems.add(f"{where}.{key}", f"set it as config.recovery.{name}.{key}")
+    if not taken:
+        with problems.under(where):
+            RecoveryConfig.from_params(params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,9 @@ from prunebench.errors import PrunebenchError
 def logged(snakemake: Any) -> Iterator[None]:
     """Send the job's stdout and stderr to its log; a ``PrunebenchError`` ends it with one clear line.
 
-    torch gets exactly the job's threads: more would spin against the other jobs on the machine.
+    Any other exception is a bug: its traceback is written into the log before it propagates (so the
+    log Snakemake points to holds it), and the console gets one line saying where it is. torch gets
+    exactly the job's threads: more would spin against the other jobs on the machine.
     """
     import torch
 
@@ -27,6 +30,15 @@ def logged(snakemake: Any) -> Iterator[None]:
             log.flush()
             print(f"prunebench: error in rule {snakemake.rule}: {exc}", file=sys.__stderr__)
             sys.exit(1)
+        except Exception as exc:
+            traceback.print_exc(file=log)
+            log.flush()
+            print(
+                f"prunebench: unexpected {type(exc).__name__} in rule {snakemake.rule}: {exc} "
+                f"(traceback in {snakemake.log[0]})",
+                file=sys.__stderr__,
+            )
+            raise
 
 
 def params_argv(params: dict[str, Any]) -> list[str]:

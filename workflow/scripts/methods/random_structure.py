@@ -11,6 +11,7 @@ import json
 import math
 import random
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -75,11 +76,15 @@ def plan_for(cfg: dict, ratio: float, seed: int, base_model: str) -> dict:
 
 def main(model_dir: str, ratio: float, seed: int, out: str, log: str) -> None:
     with open(log, "w") as log_file:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
-        plan = plan_for(cfg, ratio, seed, model_dir)
-        tmp = Path(out).with_suffix(".tmp")
-        tmp.write_text(json.dumps(plan, indent=2))
-        tmp.replace(out)
+        try:
+            cfg = json.loads((Path(model_dir) / "config.json").read_text())
+            plan = plan_for(cfg, ratio, seed, model_dir)
+            tmp = Path(out).with_suffix(".tmp")
+            tmp.write_text(json.dumps(plan, indent=2))
+            tmp.replace(out)
+        except Exception:
+            traceback.print_exc(file=log_file)  # the log keeps the reason; the exception still fails the job
+            raise
         print(f"wrote {out}", file=log_file)
 
 
