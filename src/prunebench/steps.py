@@ -72,7 +72,7 @@ def score_model(
     config = method.config(params)
     check_output(out_dir, SCORES_DIRECTORY)
     skeleton = load_skeleton(model_path)
-    method.check_model(skeleton)
+    method.check_model(skeleton, config)
     samples = source = None
     if method.uses_calibration and samples_path is not None:
         samples, source = load_samples(samples_path), str(samples_path)
@@ -156,7 +156,7 @@ def prune_model(
     config = method.config(params)
     check_output(out_dir, PRUNED_CHECKPOINT)
     skeleton = load_skeleton(model_path)
-    method.check_model(skeleton)
+    method.check_model(skeleton, config)
     method.check_ratio(skeleton, ratio, config)
     scores = None
     if scores_dir is not None:
