@@ -22,7 +22,13 @@ from prunebench.models import get_adapter, load_pretrained, save_pretrained
 from prunebench.models.checkpoint import load_skeleton
 from prunebench.models.context import check_context, context_length
 from prunebench.models.counting import decoder_params
-from prunebench.models.integrity import check_finite_weights, check_same_model, dense_shapes, fingerprint
+from prunebench.models.integrity import (
+    check_finite_weights,
+    check_same_model,
+    dense_shapes,
+    fingerprint,
+    sample_positions,
+)
 from prunebench.plan import PruningPlan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -577,3 +583,11 @@ def test_flap_near_the_limit_keeps_a_structure_and_prunes_physically(ratio, budg
     plan.validate(get_adapter(model))  # at least one sublayer stays
     pruned = apply_plan(model, plan)
     assert torch.isfinite(pruned(torch.arange(3, 11).view(1, 8)).logits).all()
+
+
+@pytest.mark.parametrize("numel", [1, 5, 4096, 4097, 28_311_552, 2**31 + 7])
+def test_fingerprint_positions_stay_inside_tensors_of_any_size(numel):
+    index = sample_positions(numel, 4096)
+    assert len(index) == min(numel, 4096)
+    assert index[0] == 0 and index[-1] == numel - 1  # a float32 linspace passes the end above 2**24
+    assert bool((index[1:] > index[:-1]).all())

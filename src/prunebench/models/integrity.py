@@ -82,6 +82,16 @@ def _fingerprinted(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     ]
 
 
+def sample_positions(numel: int, samples: int) -> torch.Tensor:
+    """``min(numel, samples)`` evenly spaced positions in ``[0, numel)``, first and last included.
+
+    Integer arithmetic: a float32 ``linspace`` rounds past the last position of a tensor with more
+    than 2**24 elements (an embedding of 49,152 × 576, say).
+    """
+    count = min(numel, samples)
+    return torch.arange(count, dtype=torch.long) * (numel - 1) // max(count - 1, 1)
+
+
 def fingerprint(model: nn.Module) -> dict[str, str]:
     """A cheap, deterministic fingerprint of a dense model's weights: ``{"sha256": hex, "dtype": name}``.
 
@@ -99,7 +109,7 @@ def fingerprint(model: nn.Module) -> dict[str, str]:
     tensors = _fingerprinted(model)
     for name, tensor in tensors:
         flat = tensor.detach().reshape(-1)
-        index = torch.linspace(0, flat.numel() - 1, min(flat.numel(), FINGERPRINT_SAMPLES)).long()
+        index = sample_positions(flat.numel(), FINGERPRINT_SAMPLES)
         digest.update(f"{name}:{tuple(tensor.shape)}:".encode())
         digest.update(flat[index.to(flat.device)].to("cpu", torch.float32).numpy().tobytes())
     return {"sha256": digest.hexdigest(), "dtype": str(tensors[0][1].dtype).removeprefix("torch.")}
