@@ -87,7 +87,7 @@ def score_model(
     check_device(device)
     check_output(out_dir, SCORES_DIRECTORY)
     skeleton = load_skeleton(model_path)
-    method.check_model(skeleton)
+    method.check_model(skeleton, config)
     samples = source = None
     if method.uses_calibration and samples_path is not None:
         samples, source = load_samples(samples_path), str(samples_path)
@@ -177,7 +177,7 @@ def prune_model(
     check_device(device)
     check_output(out_dir, PRUNED_CHECKPOINT)
     skeleton = load_skeleton(model_path)
-    method.check_model(skeleton)
+    method.check_model(skeleton, config)
     method.check_ratio(skeleton, ratio, config)
     if ratio == 0:
         model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)

@@ -133,8 +133,12 @@ class Method(abc.ABC):
     def config(self, params: dict[str, Any] | None = None) -> MethodConfig:
         return self.Config.from_params(params)
 
-    def check_model(self, model: nn.Module) -> None:
-        """Refuse a model family the method does not handle, before any work."""
+    def check_model(self, model: nn.Module, config: MethodConfig | None = None) -> None:
+        """Refuse a model family the method does not handle, before any work (works on a skeleton).
+
+        Methods whose options depend on the model's shape (a layer range, say) extend it to check
+        ``config`` against ``model`` as well.
+        """
         family = get_adapter(model).family
         if family not in self.families:
             raise PrunebenchError(

@@ -22,7 +22,8 @@ recorded figures were measured with it.
 
 from __future__ import annotations
 
-import math
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,27 +69,50 @@ def native_counts(adapter: ModelAdapter, ratio: float) -> tuple[int, int]:
     return int(ratio * adapter.num_kv_heads), int(adapter.intermediate_size * ratio)
 
 
-class _Costs:
-    """Decoder parameters removed by one KV group and one channel in every layer, over the dense total."""
+class Costs:
+    """Decoder parameters removed by one KV group in every layer of ``attn_layers`` and one channel in
+    every layer of ``mlp_layers`` (default: all layers), over the dense total."""
 
-    def __init__(self, adapter: ModelAdapter):
-        layers = range(adapter.num_layers)
-        self.group = sum(kv_group_params(adapter, i) for i in layers)
-        self.channel = sum(mlp_channel_params(adapter, i) for i in layers)
+    def __init__(
+        self, adapter: ModelAdapter, attn_layers: range | None = None, mlp_layers: range | None = None
+    ):
+        every = range(adapter.num_layers)
+        self.group = sum(kv_group_params(adapter, i) for i in (every if attn_layers is None else attn_layers))
+        self.channel = sum(
+            mlp_channel_params(adapter, i) for i in (every if mlp_layers is None else mlp_layers)
+        )
         self.decoder = decoder_params(adapter.model)
 
     def ratio(self, groups: int, channels: int) -> float:
         return (groups * self.group + channels * self.channel) / self.decoder
 
 
+def first_ratio(removed: Callable[[float], int], count: int) -> float:
+    """The smallest float ``r`` in ``[0, 1]`` with ``removed(r) >= count``; ``removed`` must be
+    non-decreasing in ``r`` and reach ``count`` at 1. Found by bisection over the floats themselves
+    (non-negative doubles order like their bit patterns), so a step is located to the ulp."""
+
+    def bits(x: float) -> int:
+        return struct.unpack("<q", struct.pack("<d", x))[0]
+
+    def value(b: int) -> float:
+        return struct.unpack("<d", struct.pack("<q", b))[0]
+
+    lo, hi = bits(0.0), bits(1.0)
+    if removed(0.0) >= count:
+        return 0.0
+    while hi - lo > 1:  # removed(value(lo)) < count <= removed(value(hi))
+        mid = (lo + hi) // 2
+        if removed(value(mid)) >= count:
+            hi = mid
+        else:
+            lo = mid
+    return value(hi)
+
+
 def _first_ratio(count: int, units: int) -> float:
-    """The smallest float ``r`` with ``int(r * units) >= count`` (``count / units`` can round either way)."""
-    r = count / units
-    while int(r * units) < count:
-        r = math.nextafter(r, math.inf)
-    while r > 0 and int(math.nextafter(r, 0.0) * units) >= count:
-        r = math.nextafter(r, 0.0)
-    return r
+    """The smallest float ``r`` with ``int(r * units) >= count``."""
+    return first_ratio(lambda r: int(r * units), count)
 
 
 def _steps(adapter: ModelAdapter) -> list[float]:
@@ -110,7 +134,7 @@ def uniform_counts(
     if not 0 <= target_ratio < 1:
         raise PrunebenchError(f"{method}: ratio must be in [0, 1), got {target_ratio}")
     check_budget(method, budget)
-    costs = _Costs(adapter)
+    costs = Costs(adapter)
     if budget == "native":
         groups, channels = native_counts(adapter, target_ratio)
         return UniformCounts(target_ratio, groups, channels, costs.ratio(groups, channels))
@@ -118,6 +142,17 @@ def uniform_counts(
     for r in _steps(adapter):
         groups, channels = native_counts(adapter, r)
         options.append(UniformCounts(r, groups, channels, costs.ratio(groups, channels)))
+    rule = (
+        f"the official uniform rule (int(r*{adapter.num_kv_heads}) of {adapter.num_kv_heads} KV groups "
+        f"and int(r*{adapter.intermediate_size}) channels removed per layer)"
+    )
+    return closest(options, target_ratio, method, rule)
+
+
+def closest(options: list[UniformCounts], target_ratio: float, method: str, rule: str) -> UniformCounts:
+    """The option whose decoder ratio is closest to ``target_ratio`` (ties: the first, so the smaller ``r``
+    when ``options`` ascend). A miss beyond :data:`TOLERANCE` raises ``PrunebenchError`` naming ``rule``
+    and the reachable ratios on either side."""
     best = min(options, key=lambda c: abs(c.decoder_ratio - target_ratio))
     if abs(best.decoder_ratio - target_ratio) > TOLERANCE:
         below = max((c for c in options if c.decoder_ratio <= target_ratio), key=lambda c: c.decoder_ratio)
@@ -126,9 +161,8 @@ def uniform_counts(
         if above:
             reach += f" and {above[0].decoder_ratio:.3f} (r={above[0].native_ratio:.4f})"
         raise PrunebenchError(
-            f"{method}: the official uniform rule (int(r*{adapter.num_kv_heads}) of {adapter.num_kv_heads} KV groups "
-            f"and int(r*{adapter.intermediate_size}) channels removed per layer) reaches decoder ratios {reach} "
-            f"around {target_ratio}, not within {TOLERANCE}; choose a reachable ratio or budget=native"
+            f"{method}: {rule} reaches decoder ratios {reach} around {target_ratio}, not within {TOLERANCE}; "
+            "choose a reachable ratio or budget=native"
         )
     return best
 
@@ -144,7 +178,7 @@ def nearest_keep_counts(adapter: ModelAdapter, target_ratio: float) -> tuple[int
     if not 0 <= target_ratio < 1:
         raise PrunebenchError(f"ratio must be in [0, 1), got {target_ratio}")
     n_kv, n_ch = adapter.num_kv_heads, adapter.intermediate_size
-    costs = _Costs(adapter)
+    costs = Costs(adapter)
     kv_keep = max(1, round(n_kv * (1 - target_ratio)))
     remaining = target_ratio * costs.decoder - (n_kv - kv_keep) * costs.group
     ch_keep = min(n_ch, max(1, n_ch - round(remaining / costs.channel)))
