@@ -258,11 +258,7 @@ class Flap(Method):
             "metric": config.metric,
             "nsamples": int(calibration.shape[0]),
             "seqlen": int(calibration.shape[1]),
-            "num_layers": adapter.num_layers,
-            "num_kv_heads": adapter.num_kv_heads,
-            "group_size": adapter.group_size,
-            "head_dim": adapter.head_dim,
-            "intermediate_size": adapter.intermediate_size,
+            **adapter.shape_meta(),
         }
         return Scores(tensors=tensors, meta=meta)
 
@@ -372,7 +368,7 @@ def _plan(
     notes: dict,
 ) -> PruningPlan:
     return PruningPlan(
-        base_model=str(getattr(adapter.config, "_name_or_path", "") or "model"),
+        base_model=adapter.name,
         method="flap",
         params=config.to_dict(),
         target_ratio=target_ratio,

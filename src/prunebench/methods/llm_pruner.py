@@ -476,11 +476,7 @@ class LLMPruner(Method):
             "importance": config.importance,
             "nsamples": int(calibration.shape[0]),
             "seqlen": int(calibration.shape[1]),
-            "num_layers": adapter.num_layers,
-            "num_kv_heads": adapter.num_kv_heads,
-            "group_size": adapter.group_size,
-            "head_dim": adapter.head_dim,
-            "intermediate_size": adapter.intermediate_size,
+            **adapter.shape_meta(),
         }
         return Scores(tensors=tensors, meta=meta)
 
@@ -522,7 +518,7 @@ class LLMPruner(Method):
             "gqa_alignment": config.gqa_alignment if adapter.group_size > 1 else "n/a (MHA)",
         }
         plan = PruningPlan(
-            base_model=str(getattr(adapter.config, "_name_or_path", "") or "model"),
+            base_model=adapter.name,
             method="llm-pruner",
             params=config.to_dict(),
             target_ratio=target_ratio,

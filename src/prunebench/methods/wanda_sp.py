@@ -183,7 +183,7 @@ class WandaSp(Method):
             adapter, scores.tensors["input_ids"], counts.kv_groups_removed, counts.channels_removed, config
         )
         plan = PruningPlan(
-            base_model=str(getattr(adapter.config, "_name_or_path", "") or "model"),
+            base_model=adapter.name,
             method="wanda-sp",
             params=config.to_dict(),
             target_ratio=target_ratio,

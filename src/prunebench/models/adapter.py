@@ -43,6 +43,21 @@ class ModelAdapter:
         self.tied_embeddings: bool = bool(getattr(config, "tie_word_embeddings", False))
 
     @property
+    def name(self) -> str:
+        """The model's name or path as loaded (``config._name_or_path``), or ``"model"``."""
+        return str(getattr(self.config, "_name_or_path", "") or "model")
+
+    def shape_meta(self) -> dict[str, int]:
+        """The dense shapes a width method's scores are laid out by (layers, KV groups, heads, channels)."""
+        return {
+            "num_layers": self.num_layers,
+            "num_kv_heads": self.num_kv_heads,
+            "group_size": self.group_size,
+            "head_dim": self.head_dim,
+            "intermediate_size": self.intermediate_size,
+        }
+
+    @property
     def layers(self) -> nn.ModuleList:
         return self.model.model.layers
 
