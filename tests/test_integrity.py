@@ -162,10 +162,11 @@ def test_a_non_finite_metric_file_is_never_a_table_row(tmp_path, monkeypatch, mo
     from prunebench.report.tables import collect
 
     monkeypatch.chdir(tmp_path)
-    evals = tmp_path / "results" / "m" / "dense" / "r0.00" / "none" / "eval"
+    evals = tmp_path / "results" / "s" / "m" / "dense" / "r0.00" / "none" / "eval"
     evals.mkdir(parents=True)
     (evals / "ppl_demo_16.json").write_text('{"ppl": NaN, "seqlen": 16, "tokens": 10}')
     config = {
+        "study": "s",
         "models": {"m": {"path": models["base"], "device": "cpu", "dtype": "float32"}},
         "methods": {},
         "ratios": [],

@@ -17,7 +17,7 @@ def ppl_rows(values: dict[str, float]) -> pd.DataFrame:
         for name, value in values.items()
     ]
     frame = pd.DataFrame(rows)
-    return frame.assign(kind="ppl", dataset="austen", seqlen=256, recovery="none")
+    return frame.assign(model="m", kind="ppl", dataset="austen", seqlen=256, recovery="none")
 
 
 def tick_labels(figure: plt.Figure, minor: bool) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from prunebench.report.html import _summary_html
+from prunebench.report.html import summary_table
 from prunebench.report.tables import COLUMNS, summary
 from prunebench.steps import prune_model
 
@@ -38,6 +38,6 @@ def test_summary_and_report_show_where_each_method_cut():
     table = summary(frame, headline="acc")
     assert list(table["attention_removed"]) == pytest.approx([1 / 3, 0.033])
     assert list(table["mlp_removed"]) == pytest.approx([0.156, 0.25])
-    html = _summary_html(table)
-    assert "<th>attention removed</th>" in html and "<th>MLP removed</th>" in html
-    assert "0.333" in html
+    html = summary_table(table, "acc")
+    assert ">attn. %</th>" in html and ">MLP %</th>" in html
+    assert "33.3" in html and "15.6" in html

@@ -31,7 +31,7 @@ SLURM_PROFILE = REPO / "profiles" / "slurm"
 WORKFLOW_ROOT = REPO
 CONFIGFILE: str | None = "config/tiny.yaml"
 OUTPUT_DIRS = ("results", "logs")
-RESULT_TABLE = "results/tables/results.csv"
+RESULT_TABLE = "results/tiny/tables/results.csv"
 # Rows that legitimately differ between two runs (wall-clock measurements) and the versions column.
 VOLATILE_KINDS = ("latency", "speedup", "cost")
 

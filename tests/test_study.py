@@ -178,6 +178,13 @@ def _tiny() -> dict:
             )
         ],
         (lambda c: c["recovery"].update({"../lora": {}}), r"config\.recovery: '\.\./lora' is not one of"),
+        *[
+            (
+                lambda c, n=name: c.update(study=n),
+                rf"config\.study: '{re.escape(name)}' is not allowed \(the study",
+            )
+            for name in ("../escape", "a/b", "..", ".hidden", "-x", "my study", "")
+        ],
         (
             lambda c: c.update(models={"tables": c["models"]["tiny"]}),
             r"config\.models\.tables: the name is taken",
@@ -229,6 +236,28 @@ def test_each_configured_ratio_is_its_own_variant(ratios, monkeypatch):
     assert [float(tag) for tag in tags] == [ratio_of(config, tag) for tag in tags] == sorted(ratios)
 
 
+def test_each_study_writes_only_under_its_own_folder(tmp_path):
+    """Two studies (two config names) dry-run into results/<study>/, so neither overwrites the other."""
+    workdir = _workdir(tmp_path / "w")
+    outputs = {}
+    for name in ("first", "second"):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(_tiny() | {"study": name}))
+        result = _snakemake(workdir, "-n", "--configfile", str(tmp_path / f"{name}.yaml"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = set(re.findall(r"(?:output|log|benchmark): (.+)", result.stdout))
+        paths = {p.strip() for line in outputs[name] for p in line.split(",")}
+        assert paths and all(p.startswith(f"results/{name}/") for p in paths), sorted(paths)[:5]
+    assert "results/first/report/index.html" in " ".join(outputs["first"])
+
+
+def test_variants_lie_in_the_study_folder(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = validate_config(_tiny())
+    assert config["study"] == "tiny"
+    assert {v.directory.split("/")[:3] == ["results", "tiny", "tiny"] for v in variants(config)} == {True}
+    assert validate_config({k: v for k, v in _tiny().items() if k != "study"})["study"] == "study"
+
+
 def test_ratio_tags_keep_two_decimals_when_exact():
     assert [ratio_tag(r) for r in (0.3, 0.2, 0.35, 0.5, 0, -0.0)] == [
         "0.30",
@@ -255,7 +284,7 @@ def test_close_ratios_are_separate_jobs_pruned_to_the_configured_number(tmp_path
     (tmp_path / "close.yaml").write_text(yaml.safe_dump(config))
     workdir = _workdir(tmp_path / "w")
     models = {
-        (method, ratio): f"results/tiny/{method}/r{ratio_tag(ratio)}/none/model"
+        (method, ratio): f"results/tiny/tiny/{method}/r{ratio_tag(ratio)}/none/model"
         for method in ("magnitude-sp", "random-structure")  # a library method and a rule method
         for ratio in config["ratios"]
     }
@@ -275,7 +304,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     full = _workdir(tmp_path / "full")
     result = _snakemake(full, "--cores", "2", "--configfile", str(TINY))
     assert result.returncode == 0, result.stderr[-4000:]
-    table = pd.read_csv(full / "results" / "tables" / "results.csv")
+    table = pd.read_csv(full / "results" / "tiny" / "tables" / "results.csv")
     variants = 1 + len(config["methods"]) * len(config["ratios"]) * len(config["recovery"])
     per_variant = table.groupby(["method", "target_ratio", "recovery"]).size()
     assert len(per_variant) == variants
@@ -293,15 +322,17 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
         "dtype",
     ):
         assert column in table
-    lora = json.loads(next((full / "results" / "tiny").glob("*/r0.30/lora/model/summary.json")).read_text())
+    lora = json.loads(
+        next((full / "results" / "tiny" / "tiny").glob("*/r0.30/lora/model/summary.json")).read_text()
+    )
     assert lora["hyper_parameters"]["lora_r"] == 4  # the config's recovery params reach the job
     assert lora["hyper_parameters"]["target_modules"] == ["q_proj", "down_proj"]
     pruned = table[table["method"] != "dense"]
     assert (abs(pruned["achieved_decoder_ratio"] - pruned["target_ratio"]) < 0.05).all()
-    report = (full / "results" / "report" / "index.html").read_text()
+    report = (full / "results" / "tiny" / "report" / "index.html").read_text()
     assert len(report) > 10_000
     assert "lora: 2 steps × 2 × 32 tokens (128 tokens) of resources/demo/corpus" in report
-    assert (full / "results" / "tables" / "summary.csv").is_file()
+    assert (full / "results" / "tiny" / "tables" / "summary.csv").is_file()
 
     # Interrupt a second run midway, then resume it.
     interrupted = _workdir(tmp_path / "resumed")
@@ -317,7 +348,9 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     deadline = time.time() + 600
     while not evaluated and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
-        evaluated = sorted((interrupted / "results" / "tiny").glob("*/r0.30/none/eval/ppl_demo_32.json"))
+        evaluated = sorted(
+            (interrupted / "results" / "tiny" / "tiny").glob("*/r0.30/none/eval/ppl_demo_32.json")
+        )
     assert proc.poll() is None, "the run finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -335,5 +368,5 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     result = _snakemake(interrupted, *again)
     assert result.returncode == 0, result.stderr[-4000:]
     assert first.stat().st_mtime_ns == stamp, "a finished job was redone"
-    resumed = pd.read_csv(interrupted / "results" / "tables" / "results.csv")
+    resumed = pd.read_csv(interrupted / "results" / "tiny" / "tables" / "results.csv")
     pd.testing.assert_frame_equal(_deterministic(resumed), _deterministic(table))

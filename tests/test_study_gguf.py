@@ -24,7 +24,8 @@ def test_a_gguf_model_is_imported_once_and_an_ablation_runs_its_registered_metho
         load_pretrained(REPO / TINY)[0], REPO / TINY / "tokenizer.json", tmp_path / "t.gguf"
     )
     config = {
-        "study": "gguf study",
+        "study": "gguf",
+        "title": "gguf study",
         "models": {"tg": {"gguf": {"file": str(gguf_file)}}},
         "calibration": {"source": "resources/demo/corpus", "nsamples": 4, "seqlen": 32},
         "methods": {
@@ -44,16 +45,16 @@ def test_a_gguf_model_is_imported_once_and_an_ablation_runs_its_registered_metho
     workdir = _workdir(tmp_path / "w")
     result = _snakemake(workdir, "--cores", "2", "--configfile", str(tmp_path / "study.yaml"))
     assert result.returncode == 0, result.stderr[-4000:]
-    imported = workdir / "results" / "tg" / "imported"
+    imported = workdir / "results" / "gguf" / "tg" / "imported"
     assert json.loads((imported / "provenance.json").read_text())["source"]["file"] == str(gguf_file)
     plan = PruningPlan.load(
-        workdir / "results" / "tg" / "flap-nocomp" / "r0.30" / "none" / "model" / "plan.json"
+        workdir / "results" / "gguf" / "tg" / "flap-nocomp" / "r0.30" / "none" / "model" / "plan.json"
     )
     assert plan.method == "flap" and plan.compensation is None and plan.params["bias_compensation"] is False
-    table = pd.read_csv(workdir / "results" / "tables" / "results.csv")
+    table = pd.read_csv(workdir / "results" / "gguf" / "tables" / "results.csv")
     assert set(table["method"]) == {"dense", "flap-nocomp"}
     assert set(table.loc[table["method"] == "flap-nocomp", "method_label"]) == {"FLAP w/o comp."}
-    report = (workdir / "results" / "report" / "index.html").read_text()
+    report = (workdir / "results" / "gguf" / "report" / "index.html").read_text()
     assert "flap with bias_compensation=False" in report
-    assert "Model tg: results/tg/imported, imported from t.gguf (sha256" in report
+    assert "Model tg: results/gguf/tg/imported, imported from t.gguf (sha256" in report
     assert "F32 ×" in report and "dequantized to float32" in report

@@ -8,7 +8,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
 from prunebench.study import validate_config, variants
 from prunebench.study.checks import check_devices
-from prunebench.study.grid import DENSE, ratio_of, ratio_tag
+from prunebench.study.grid import DENSE, ratio_of, ratio_tag, study_root
 from prunebench.study.loading import check_study_files
 
 # The default study; `--configfile config/other.yaml` replaces it instead of being merged into it.
@@ -46,9 +46,11 @@ RECOVERIES = list(config["recovery"])
 RATIOS = [ratio_tag(r) for r in config["ratios"]]
 EVAL = config["evaluation"]
 VARIANTS = variants(config)
-LOGS = "results/logs"
+# Every output of the study lies under results/<study>/, so several studies coexist.
+RESULTS = study_root(config)
+LOGS = f"{RESULTS}/logs"
 VARIANT_LABELS = {"model": "{model}", "method": "{method}", "ratio": "{ratio}", "recovery": "{recovery}"}
-BENCH = "results/benchmarks"
+BENCH = f"{RESULTS}/benchmarks"
 
 
 def _alternatives(names):
@@ -99,7 +101,7 @@ def variant_model(wildcards):
     """The checkpoint a variant evaluates: the base model itself for the dense row."""
     if wildcards.method == DENSE:
         return base_model(wildcards)
-    return f"results/{wildcards.model}/{wildcards.method}/r{wildcards.ratio}/{wildcards.recovery}/model"
+    return f"{RESULTS}/{wildcards.model}/{wildcards.method}/r{wildcards.ratio}/{wildcards.recovery}/model"
 
 
 def variant_model_files(wildcards):
@@ -130,7 +132,7 @@ def shared_calibration(wildcards):
     if method is not None and not get_method(registered_method(method)).uses_calibration:
         return []
     if config["calibration"]["mode"] == "shared":
-        return f"results/{wildcards.model}/calibration/shared.safetensors"
+        return f"{RESULTS}/{wildcards.model}/calibration/shared.safetensors"
     return []
 
 
@@ -138,7 +140,7 @@ def prune_scores(wildcards):
     """The method's scores, except at ratio 0, which removes nothing and needs none."""
     if ratio_value(wildcards) == 0:
         return []
-    return f"results/{wildcards.model}/{wildcards.library_method}/scores"
+    return f"{RESULTS}/{wildcards.model}/{wildcards.library_method}/scores"
 
 
 def library_method_params(wildcards):
@@ -157,7 +159,7 @@ def recovery_scores(wildcards):
     """cfsp_lora reuses CFSP's coarse layer importances when CFSP pruned the model."""
     if wildcards.trained == "cfsp_lora" and wildcards.method in LIBRARY_METHODS:
         if registered_method(wildcards.method) == "cfsp":
-            return f"results/{wildcards.model}/{wildcards.method}/scores"
+            return f"{RESULTS}/{wildcards.model}/{wildcards.method}/scores"
     return []
 
 
@@ -181,7 +183,7 @@ def all_eval_outputs():
 
 def all_plans():
     return [
-        f"results/{model}/{method}/r{ratio}/none/model/plan.json"
+        f"{RESULTS}/{model}/{method}/r{ratio}/none/model/plan.json"
         for model in MODELS
         for method in METHODS
         for ratio in RATIOS
@@ -189,4 +191,4 @@ def all_plans():
 
 
 def final_outputs():
-    return ["results/tables/results.csv", "results/tables/summary.csv", "results/report/index.html"]
+    return [f"{RESULTS}/tables/results.csv", f"{RESULTS}/tables/summary.csv", f"{RESULTS}/report/index.html"]

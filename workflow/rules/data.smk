@@ -3,7 +3,7 @@ rule import_gguf:
     input:
         gguf=gguf_source,
     output:
-        directory("results/{model}/imported"),
+        directory(RESULTS + "/{model}/imported"),
     log:
         f"{LOGS}/import_gguf/{{model}}.log",
     params:
@@ -22,7 +22,7 @@ rule calibration:
     input:
         model=base_model_files,
     output:
-        "results/{model}/calibration/shared.safetensors",
+        RESULTS + "/{model}/calibration/shared.safetensors",
     log:
         f"{LOGS}/calibration/{{model}}.log",
     params:

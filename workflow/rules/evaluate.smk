@@ -4,13 +4,15 @@ rule eval_ppl:
         model=variant_model_files,
     output:
         report(
-            "results/{model}/{method}/r{ratio}/{recovery}/eval/ppl_{dataset}_{seqlen}.json",
+            RESULTS + "/{model}/{method}/r{ratio}/{recovery}/eval/ppl_{dataset}_{seqlen}.json",
             caption="../../report/eval_ppl.rst",
             category="Perplexity",
             labels=VARIANT_LABELS,
         ),
     log:
         f"{LOGS}/eval_ppl/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/{{dataset}}_{{seqlen}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/ppl_{{dataset}}_{{seqlen}}.tsv"
     params:
         model=variant_model,
         ppl=EVAL["ppl"],
@@ -31,13 +33,15 @@ rule eval_zeroshot:
         model=variant_model_files,
     output:
         report(
-            "results/{model}/{method}/r{ratio}/{recovery}/eval/zeroshot.json",
+            RESULTS + "/{model}/{method}/r{ratio}/{recovery}/eval/zeroshot.json",
             caption="../../report/eval_zeroshot.rst",
             category="Zero-shot accuracy",
             labels=VARIANT_LABELS,
         ),
     log:
         f"{LOGS}/eval_zeroshot/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/zeroshot.tsv"
     params:
         model=variant_model,
         zeroshot=EVAL["zeroshot"],
@@ -64,13 +68,15 @@ rule eval_latency:
         base=base_model_files,
     output:
         report(
-            "results/{model}/{method}/r{ratio}/{recovery}/eval/latency.json",
+            RESULTS + "/{model}/{method}/r{ratio}/{recovery}/eval/latency.json",
             caption="../../report/eval_latency.rst",
             category="Latency",
             labels=VARIANT_LABELS,
         ),
     log:
         f"{LOGS}/eval_latency/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/latency.tsv"
     params:
         base=base_model,
         model=variant_model,

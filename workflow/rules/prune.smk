@@ -4,7 +4,7 @@ rule score:
         model=base_model_files,
         samples=shared_calibration,
     output:
-        directory("results/{model}/{library_method}/scores"),
+        directory(RESULTS + "/{model}/{library_method}/scores"),
     log:
         f"{LOGS}/score/{{model}}/{{library_method}}.log",
     benchmark:
@@ -30,7 +30,7 @@ rule prune:
         model=base_model_files,
         scores=prune_scores,
     output:
-        directory("results/{model}/{library_method}/r{ratio}/none/model"),
+        directory(RESULTS + "/{model}/{library_method}/r{ratio}/none/model"),
     log:
         f"{LOGS}/prune/{{model}}/{{library_method}}/r{{ratio}}.log",
     benchmark:
@@ -54,11 +54,13 @@ rule apply_rule_plan:
     """A method run as a rule writes plan.json; from here on it is treated like any library method."""
     input:
         model=base_model_files,
-        plan="results/{model}/{rule_method}/r{ratio}/plan.json",
+        plan=RESULTS + "/{model}/{rule_method}/r{ratio}/plan.json",
     output:
-        directory("results/{model}/{rule_method}/r{ratio}/none/model"),
+        directory(RESULTS + "/{model}/{rule_method}/r{ratio}/none/model"),
     log:
         f"{LOGS}/apply/{{model}}/{{rule_method}}/r{{ratio}}.log",
+    benchmark:
+        f"{BENCH}/prune/{{model}}/{{rule_method}}/r{{ratio}}.tsv"
     params:
         model=base_model,
         spec=model_spec,

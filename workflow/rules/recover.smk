@@ -1,10 +1,10 @@
 rule recover:
     """Recover a pruned model under the study's budget (identical for every method); LoRA is merged."""
     input:
-        model="results/{model}/{method}/r{ratio}/none/model",
+        model=RESULTS + "/{model}/{method}/r{ratio}/none/model",
         scores=recovery_scores,
     output:
-        directory("results/{model}/{method}/r{ratio}/{trained}/model"),
+        directory(RESULTS + "/{model}/{method}/r{ratio}/{trained}/model"),
     log:
         f"{LOGS}/recover/{{model}}/{{method}}/r{{ratio}}/{{trained}}.log",
     benchmark:
@@ -12,7 +12,7 @@ rule recover:
     params:
         # Outside the output directory, which Snakemake deletes before a job reruns: an interrupted
         # recovery resumes from its last checkpoint.
-        checkpoint_dir="results/{model}/{method}/r{ratio}/{trained}/resume",
+        checkpoint_dir=RESULTS + "/{model}/{method}/r{ratio}/{trained}/resume",
         recovery=recovery_spec,
         spec=model_spec,
         seed=config["seed"],

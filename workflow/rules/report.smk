@@ -4,17 +4,23 @@ rule collect:
         evals=all_eval_outputs(),
     output:
         results=report(
-            "results/tables/results.csv",
+            f"{RESULTS}/tables/results.csv",
             caption="../../report/results.rst",
             category="Tables",
             labels={"table": "all results"},
         ),
-        parquet="results/tables/results.parquet",
+        parquet=f"{RESULTS}/tables/results.parquet",
         summary=report(
-            "results/tables/summary.csv",
+            f"{RESULTS}/tables/summary.csv",
             caption="../../report/summary.rst",
             category="Tables",
             labels={"table": "summary"},
+        ),
+        findings=report(
+            f"{RESULTS}/tables/findings.csv",
+            caption="../../report/findings.rst",
+            category="Tables",
+            labels={"table": "findings"},
         ),
     log:
         f"{LOGS}/collect.log",
@@ -32,10 +38,10 @@ rule collect:
 rule plots:
     """Perplexity, accuracy and speed-up against the achieved ratio; what each method removed; costs."""
     input:
-        results="results/tables/results.csv",
+        results=f"{RESULTS}/tables/results.csv",
     output:
         plots=report(
-            directory("results/plots"),
+            directory(f"{RESULTS}/plots"),
             patterns=["{name}.png"],
             caption="../../report/plots.rst",
             category="Plots",
@@ -57,12 +63,18 @@ rule plots:
 rule report:
     """A self-contained HTML report: summary, every plot with its caption, protocol and provenance."""
     input:
-        results="results/tables/results.csv",
-        summary="results/tables/summary.csv",
-        plots="results/plots",
+        results=f"{RESULTS}/tables/results.csv",
+        summary=f"{RESULTS}/tables/summary.csv",
+        findings=f"{RESULTS}/tables/findings.csv",
+        plots=f"{RESULTS}/plots",
         template="report/index.html.j2",
     output:
-        "results/report/index.html",
+        report(
+            f"{RESULTS}/report/index.html",
+            caption="../../report/report.rst",
+            category="Report",
+            labels={"report": "the study's HTML report"},
+        ),
     log:
         f"{LOGS}/report.log",
     params:

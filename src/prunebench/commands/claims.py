@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="the study's config YAML")
     parser.add_argument("--claims", required=True, help="claims YAML, e.g. resources/claims/papers.yaml")
     parser.add_argument("--model", help="the study's model to check (default: its only model)")
-    parser.add_argument("--results", default="results", help="the study's results folder (default: results)")
+    parser.add_argument(
+        "--results", help="the study's results folder (default: results/<study>, the config's study name)"
+    )
     parser.add_argument("--out", help="write the Markdown table here instead of printing it")
 
 

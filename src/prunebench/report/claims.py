@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from prunebench.errors import PrunebenchError
-from prunebench.study.grid import ratio_tag
+from prunebench.study.grid import ratio_tag, study_root
 
 Z = 1.96
 
@@ -62,7 +62,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class StudyResults:
-    """The result files of one model of a study (``results/<model>/...``) and the study's grid."""
+    """The result files of one model of a study (``results/<study>/<model>/...``) and the study's grid."""
 
     root: Path
     model: str
@@ -87,8 +87,9 @@ def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def study_results(config: dict[str, Any], model: str, root: str | Path = "results") -> StudyResults:
-    """The results of ``model`` in a validated study ``config`` whose outputs are under ``root``."""
+def study_results(config: dict[str, Any], model: str, root: str | Path | None = None) -> StudyResults:
+    """The results of ``model`` in a validated study ``config`` whose outputs are under ``root``
+    (default the study's own folder, ``results/<study>``)."""
     if model not in config["models"]:
         raise PrunebenchError(f"model {model!r} is not in the study (models: {', '.join(config['models'])})")
     model_dir = Path(config["models"][model]["path"])
@@ -100,7 +101,9 @@ def study_results(config: dict[str, Any], model: str, root: str | Path = "result
         for d in config["evaluation"]["ppl"]["datasets"]
         for s in config["evaluation"]["ppl"]["seqlens"]
     ]
-    return StudyResults(Path(root), model, list(config["ratios"]), ppl, num_layers)
+    return StudyResults(
+        Path(study_root(config) if root is None else root), model, list(config["ratios"]), ppl, num_layers
+    )
 
 
 def paired_nll_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
@@ -113,7 +116,7 @@ def paired_nll_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, 
     return float(diff.mean()), se
 
 
-def _outcome(mean: float, se: float) -> str:
+def outcome(mean: float, se: float) -> str:
     """``better`` when ``mean`` (claimed direction: negative) is beyond ``Z`` standard errors."""
     if mean + Z * se < 0:
         return "better"
@@ -128,7 +131,7 @@ def _ppl_comparison(label: str, name_a: str, a: dict, name_b: str, b: dict) -> C
         f"{label}: {name_a} {a['ppl']:.1f} vs {name_b} {b['ppl']:.1f} "
         f"(ppl ratio {math.exp(mean):.3f}, 95% {math.exp(mean - Z * se):.3f}-{math.exp(mean + Z * se):.3f})"
     )
-    return Comparison(text, _outcome(mean, se))
+    return Comparison(text, outcome(mean, se))
 
 
 def check_lower_ppl(results: StudyResults, spec: dict[str, Any]) -> list[Comparison]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+import math
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -17,17 +18,11 @@ import yaml
 
 import prunebench
 from prunebench.io import atomic_write_text
+from prunebench.report.claims import Z
+from prunebench.report.html_tables import Cell, number, percent, plus_minus, rank, table, text, with_interval
 from prunebench.report.plots import CAPTIONS
-
-SUMMARY_LABELS = {
-    "method_label": "method",
-    "target_ratio": "target",
-    "achieved_decoder_ratio": "achieved (decoder)",
-    "achieved_total_ratio": "achieved (total)",
-    "attention_removed": "attention removed",
-    "mlp_removed": "MLP removed",
-    "total_params": "params",
-}
+from prunebench.report.tables import SUMMARY_SPEED_COLUMNS
+from prunebench.study.grid import DENSE
 
 
 def _versions() -> dict[str, str]:
@@ -136,14 +131,236 @@ def _model_sources(config: dict[str, Any]) -> list[str]:
     return out
 
 
-def _summary_html(summary: pd.DataFrame) -> str:
-    table = summary.drop(columns=["model", "method"] if summary["model"].nunique() == 1 else ["method"])
-    table = table.rename(columns=SUMMARY_LABELS)
-    if "params" in table:
-        table["params"] = table["params"].map(lambda v: f"{v / 1e6:.2f} M" if pd.notna(v) else "")
-    return table.to_html(
-        index=False, float_format=lambda v: f"{v:.3f}", na_rep="", classes="summary", border=0
-    )
+def _models_column(frame: pd.DataFrame) -> bool:
+    """Whether tables need a model column (several models)."""
+    return frame["model"].nunique() > 1
+
+
+def _ratio(value: Any) -> Cell:
+    return Cell("dense" if float(value) == 0 else f"{float(value):g}", float(value))
+
+
+def _speedup_headers(prefix: str = "") -> list[tuple[str, str]]:
+    return [
+        (
+            f"{prefix}decode ×",
+            "decode speed-up over dense: median of the per-repeat paired ratios, pooled over "
+            "identical plan shapes, (p10–p90); smallest batch size and prompt length",
+        ),
+        (f"{prefix}prefill ×", "prefill speed-up over dense, as decode"),
+    ]
+
+
+def _speedup_cells(row: dict[str, Any]) -> list[Cell]:
+    return [
+        with_interval(
+            row.get("decode_speedup"),
+            row.get("decode_p10"),
+            row.get("decode_p90"),
+            suffix="×",
+        ),
+        with_interval(
+            row.get("prefill_speedup"),
+            row.get("prefill_p10"),
+            row.get("prefill_p90"),
+            suffix="×",
+        ),
+    ]
+
+
+def _named(name: str, best: list[str]) -> str:
+    if not best:
+        return f"{name}: no data"
+    ties = f" (tied within the uncertainty with {', '.join(best[1:])})" if len(best) > 1 else ""
+    return f"{name}: {best[0]}{ties}"
+
+
+def findings_sections(findings: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per model x ratio x recovery: a one-line answer and the ranked table (the report's findings)."""
+    out = []
+    for (model, ratio, recovery), group in findings.groupby(
+        ["model", "target_ratio", "recovery"], sort=False
+    ):
+        pruned = group[group["method"] != DENSE]
+        ppl_best = list(pruned.loc[pruned["ppl_rank"] == 1, "method_label"])
+        acc_best = list(pruned.loc[pruned["accuracy_rank"] == 1, "method_label"])
+        fastest = pruned.dropna(subset=["decode_speedup"]).sort_values("decode_speedup", ascending=False)
+        answer = [_named("lowest perplexity", ppl_best), _named("highest accuracy", acc_best)]
+        if not fastest.empty:
+            top = fastest.iloc[0]
+            # As claims.py's decode check: another is as fast when its p90 reaches the fastest's p10.
+            close = fastest.iloc[1:][fastest.iloc[1:]["decode_p90"] >= top["decode_p10"]]
+            ties = f"; within its p10–p90: {', '.join(close['method_label'])}" if not close.empty else ""
+            answer.append(f"fastest decode: {top['method_label']} ({top['decode_speedup']:.2f}×{ties})")
+        counts = {col: pruned[col].value_counts() for col in ("ppl_rank", "accuracy_rank")}
+        rows = []
+        for r in group.itertuples(index=False):
+            pooled = (
+                "" if pd.isna(r.shape_measurements) or r.method == DENSE else f"{int(r.shape_measurements)}"
+            )
+            rows.append(
+                [
+                    text(r.method_label),
+                    rank(r.ppl_rank, counts["ppl_rank"].get(r.ppl_rank, 0) > 1),
+                    with_interval(r.ppl, r.ppl_low, r.ppl_high),
+                    rank(r.accuracy_rank, counts["accuracy_rank"].get(r.accuracy_rank, 0) > 1),
+                    plus_minus(r.accuracy, Z * r.accuracy_se if pd.notna(r.accuracy_se) else None),
+                    *_speedup_cells(r._asdict()),
+                    Cell(pooled, float(pooled) if pooled else ""),
+                ]
+            )
+        first = group.iloc[0]
+        headers = [
+            ("method", "pruning method (dense: the unpruned model, not ranked)"),
+            (
+                "ppl rank",
+                "1 + the number of methods with a lower perplexity beyond the paired 95% interval; =n: tied",
+            ),
+            (
+                f"perplexity {first['ppl_dataset']}/{first['ppl_seqlen']:.0f}"
+                if pd.notna(first["ppl_seqlen"])
+                else "perplexity",
+                "perplexity on the first data set at the first window length (tokens), 95% interval over windows",
+            ),
+            (
+                "acc rank",
+                "1 + the number of methods with a higher accuracy beyond the 95% interval of the "
+                "difference; =n: tied",
+            ),
+            (
+                f"mean {first['accuracy_metric']}",
+                "mean zero-shot accuracy over tasks (0-1) ± 1.96 standard errors",
+            ),
+            *_speedup_headers(),
+            ("shapes pooled", "how many measurements of this exact plan shape the speed-up pools"),
+        ]
+        title = f"{model} · ratio {float(ratio):g} · recovery {recovery}"
+        out.append(
+            {"title": title, "answer": "; ".join(answer) + ".", "table": table(headers, rows, "findings")}
+        )
+    return out
+
+
+def summary_table(summary: pd.DataFrame, headline: str) -> str:
+    """The summary: one row per variant, speed-ups first, human headers with units."""
+    several = _models_column(summary)
+    ppl_columns = [c for c in summary.columns if c.startswith("ppl_")]
+    headers = [("model", "model")] if several else []
+    headers += [
+        ("method", "pruning method"),
+        ("recovery", "recovery variant"),
+        ("target", "requested fraction of decoder-layer parameters removed"),
+    ]
+    headers += _speedup_headers()
+    headers += [
+        (
+            f"ppl {c.removeprefix('ppl_').rsplit('_', 1)[0]}/{c.rsplit('_', 1)[1]}",
+            f"perplexity on {c.removeprefix('ppl_').rsplit('_', 1)[0]}, windows of {c.rsplit('_', 1)[1]} tokens",
+        )
+        for c in ppl_columns
+    ]
+    acc = f"mean_{headline}"
+    if acc in summary:
+        headers.append((f"mean {headline}", "mean zero-shot accuracy over tasks (0-1) ± 1 standard error"))
+    headers += [
+        ("achieved %", "percent of decoder-layer parameters removed"),
+        ("total %", "percent of all parameters removed"),
+        ("attn. %", "percent of the dense model's attention parameters removed"),
+        ("MLP %", "percent of the dense model's MLP parameters removed"),
+        ("params (M)", "parameters after pruning, millions"),
+        ("cost (s)", "wall-clock seconds of scoring, planning, pruning and recovery (Snakemake benchmarks)"),
+    ]
+    seconds = [c for c in summary.columns if c.startswith("seconds_") and c != "seconds_evaluate"]
+    rows = []
+    for row in summary.to_dict("records"):
+        cells = [text(row["model"])] if several else []
+        cells += [text(row["method_label"]), text(row["recovery"]), _ratio(row["target_ratio"])]
+        cells += _speedup_cells({short: row.get(long) for short, long in SUMMARY_SPEED_COLUMNS.items()})
+        cells += [number(row[c], 2) for c in ppl_columns]
+        if acc in summary:
+            cells.append(plus_minus(row[acc], row.get(f"{acc}_se")))
+        cost = sum(row[c] for c in seconds if pd.notna(row[c])) if seconds else None
+        params = row["total_params"] / 1e6 if pd.notna(row["total_params"]) else None
+        cells += [
+            percent(row["achieved_decoder_ratio"]),
+            percent(row["achieved_total_ratio"]),
+            percent(row["attention_removed"]),
+            percent(row["mlp_removed"]),
+            number(params, 2),
+            number(cost if row["method"] != DENSE else None, 0),
+        ]
+        rows.append(cells)
+    return table(headers, rows, "summary")
+
+
+def _variant_cells(r: dict[str, Any], several: bool) -> list[Cell]:
+    cells = [text(r["method_label"]), _ratio(r["target_ratio"]), text(r["recovery"])]
+    return ([text(r["model"])] if several else []) + cells
+
+
+def _variant_headers(several: bool) -> list[tuple[str, str]]:
+    return ([("model", "model")] if several else []) + [
+        ("method", "pruning method"),
+        ("target", "requested fraction of decoder-layer parameters removed"),
+        ("recovery", "recovery variant"),
+    ]
+
+
+def task_table(results: pd.DataFrame, headline: str) -> str:
+    """Per-task accuracy (headline metric, ± 1 standard error) of every variant; chance in the header."""
+    from prunebench.report.plots import chance_levels
+
+    zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
+    if zs.empty:
+        return ""
+    several = _models_column(zs)
+    tasks = list(dict.fromkeys(zs["task"]))
+    chance = chance_levels()
+    keys = ["model", "method", "method_label", "target_ratio", "recovery"]
+    wide = zs.pivot_table(index=keys, columns="task", values=["value", "stderr"], aggfunc="first", sort=False)
+    headers = _variant_headers(several) + [
+        (f"{t} (chance {chance[t]:.2f})" if t in chance else t, f"{headline} on {t} (0-1) ± 1 standard error")
+        for t in tasks
+    ]
+    rows = []
+    for index, values in wide.iterrows():
+        r = dict(zip(keys, index, strict=True))
+        rows.append(
+            _variant_cells(r, several)
+            + [plus_minus(values.get(("value", t)), values.get(("stderr", t))) for t in tasks]
+        )
+    return table(headers, rows, "tasks")
+
+
+def ppl_table(results: pd.DataFrame) -> str:
+    """Perplexity per data set x window of every variant, with its 95% interval over windows."""
+    ppl = results[results["kind"] == "ppl"]
+    if ppl.empty:
+        return ""
+    several = _models_column(ppl)
+    settings = list(dict.fromkeys(zip(ppl["dataset"], ppl["seqlen"].astype(int), strict=True)))
+    keys = ["model", "method", "method_label", "target_ratio", "recovery"]
+    headers = _variant_headers(several) + [
+        (f"{d}/{s}", f"perplexity on {d}, windows of {s} tokens, 95% interval over windows")
+        for d, s in settings
+    ]
+    rows = []
+    for index, group in ppl.groupby(keys, sort=False):
+        r = dict(zip(keys, index, strict=True))
+        cells = _variant_cells(r, several)
+        for d, s in settings:
+            hit = group[(group["dataset"] == d) & (group["seqlen"].astype(int) == s)]
+            if hit.empty:
+                cells.append(Cell("", ""))
+                continue
+            value, se = float(hit["value"].iloc[0]), hit["stderr"].iloc[0]
+            nll_se = float(se) / value if pd.notna(se) else None
+            low, high = (
+                (value * math.exp(-Z * nll_se), value * math.exp(Z * nll_se)) if nll_se else (None, None)
+            )
+            cells.append(with_interval(value, low, high))
+        rows.append(cells)
+    return table(headers, rows, "ppl")
 
 
 def render_report(
@@ -152,10 +369,16 @@ def render_report(
     plots_dir: str,
     template: str,
     out: str,
-    device: str | None = None,
+    results_csv: str | None = None,
+    findings_csv: str | None = None,
 ) -> None:
-    """Render ``template`` (Jinja2) with everything the reader needs, images inlined, and write ``out``."""
+    """Render ``template`` (Jinja2) with everything the reader needs, images inlined, and write ``out``:
+    the findings (methods ranked per setting), the summary, per-task accuracy, perplexity per data set and
+    window, the plots, methods, protocol and provenance. Tables are sortable (a few lines of script)."""
     summary = pd.read_csv(summary_csv)
+    headline = config["evaluation"]["zeroshot"]["headline"]
+    results = pd.read_csv(results_csv) if results_csv else None
+    findings = pd.read_csv(findings_csv) if findings_csv else None
     plots = []
     for name, caption in CAPTIONS.items():
         png = Path(plots_dir) / f"{name}.png"
@@ -167,9 +390,13 @@ def render_report(
         autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined
     )
     html = env.from_string(Path(template).read_text()).render(
-        study=config["study"],
+        study=config.get("title") or config["study"],
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        summary_table=_summary_html(summary),
+        summary_table=summary_table(summary, headline),
+        findings=[] if findings is None or findings.empty else findings_sections(findings),
+        task_table="" if results is None else task_table(results, headline),
+        ppl_table="" if results is None else ppl_table(results),
+        z=Z,
         plots=plots,
         methods=_method_descriptions(config),
         config_yaml=yaml.safe_dump(config, sort_keys=False),

@@ -1,8 +1,14 @@
-"""The study's plots (matplotlib, PNG and SVG), each drawn from the tidy results table."""
+"""The study's plots (matplotlib, PNG and SVG), each drawn from the tidy results table.
+
+Every plot is faceted by model (one row of panels per model; models are never joined in one line),
+every method keeps one colour and marker (:mod:`prunebench.report.styles`), legends sit outside the
+axes, and methods that land on the same point are spread sideways by a small fixed offset.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,37 +16,57 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.lines
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
+import yaml
 
-from prunebench.study.grid import DENSE, ratio_tag
+from prunebench.report.claims import Z
+from prunebench.report.findings import mean_accuracy, shape_speedups
+from prunebench.report.styles import DENSE_STYLE, MARKERS
+from prunebench.study.grid import DENSE, ratio_tag, study_root
+
+CHANCE_LEVELS = Path(__file__).resolve().parents[3] / "resources" / "tasks" / "chance.yaml"
 
 CAPTIONS = {
-    "ppl_vs_ratio": "Perplexity against the achieved fraction of decoder parameters removed, one panel per "
-    "recovery variant. The dense model sits at 0. Lower is better.",
-    "accuracy_vs_ratio": "Mean zero-shot accuracy over the evaluated tasks against the achieved ratio, one panel "
-    "per recovery variant. The dashed line is the dense model.",
-    "speedup_vs_ratio": "Measured decode and prefill speed-up over the dense model (filled markers, measured side "
-    "by side in one process) and the ideal speed-up from FLOPs (hollow markers), against the achieved ratio.",
-    "pareto": "Accuracy against measured decode latency for every variant (recovered variants share the "
-    "latency of their pruned shape); the line joins the Pareto front (no other variant is both faster and "
-    "more accurate).",
-    "structure": "What each method removed at each ratio: the fraction of every layer's attention (KV groups) and "
-    "MLP (channels) that is gone. Dark = removed.",
-    "cost": "Cost of each method: scoring (once per model), pruning (per ratio) and recovery (per variant), "
-    "wall-clock seconds from Snakemake's benchmark files.",
+    "ppl_vs_ratio": "Perplexity against the achieved fraction of decoder parameters removed: one row of panels "
+    "per model, data set and window, one column per recovery variant; the dense model is the black star at 0. "
+    "Bars: 95% interval over the evaluation windows (ppl · exp(±1.96 · standard error of the mean NLL)). "
+    "Lower is better.",
+    "accuracy_vs_ratio": "Mean zero-shot accuracy over the evaluated tasks against the achieved ratio: one row "
+    "per model, one column per recovery variant. Bars: ±1.96 standard errors (lm-eval's per-task standard "
+    "errors combined). Dashed: the dense model; dotted: chance (the mean of the tasks' chance levels).",
+    "speedup_vs_ratio": "Measured decode and prefill speed-up over the dense model at the smallest batch size and "
+    "prompt length, one row per model: the median of the per-repeat paired ratios (dense and pruned timed in "
+    "the same round), pooled over every plan of the same shape; bars p10-p90. Hollow markers on dashed lines: "
+    "the ideal speed-up from FLOPs.",
+    "pareto": "Mean zero-shot accuracy against measured decode latency per token, one panel per model (filled: "
+    "no recovery; hollow: recovered variants, which share the latency of their pruned shape); bars: accuracy "
+    "±1.96 standard errors and latency p10-p90; the line joins the Pareto front (no other variant is both "
+    "faster and more accurate).",
+    "structure": "What each method removed at each ratio, for every model: the fraction of every layer's "
+    "attention (KV groups) and MLP (channels) that is gone (colour bar: 0 kept, 1 removed).",
+    "cost": "Cost of each method, one panel per model: scoring (once per model and method), planning and "
+    "pruning (per ratio), recovery (per recovered variant) and evaluation (every variant), wall-clock "
+    "seconds from Snakemake's benchmark files.",
 }
 
+#: Sideways spread of coinciding points, in units of the x axis's data range.
+JITTER = 0.006
 
-MARKERS = "osD^v<>pPX*h"
+
+def _fallback_styles(results: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Styles for a table without a study config: methods in sorted order (tests, ad-hoc tables)."""
+    cmap = plt.get_cmap("tab10")
+    names = sorted(set(results["method"]) - {DENSE})
+    styles = {m: {"color": cmap(i % 10), "marker": MARKERS[i % len(MARKERS)]} for i, m in enumerate(names)}
+    return {**styles, DENSE: dict(DENSE_STYLE)}
 
 
-def _style(label: str, labels: list[str]) -> dict[str, Any]:
-    """The same colour and marker for a method in every plot (20 colours, so none repeats soon)."""
-    i = sorted(labels).index(label)
-    return {"color": plt.get_cmap("tab20")(i % 20), "marker": MARKERS[i % len(MARKERS)]}
+def _models(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["model"])) if "model" in frame else [""]
 
 
 def _recoveries(frame: pd.DataFrame) -> list[str]:
@@ -53,38 +79,89 @@ def _pruned(results: pd.DataFrame) -> pd.DataFrame:
     return results[results["method"] != DENSE]
 
 
-def _panels(recoveries: list[str]) -> tuple[plt.Figure, list[plt.Axes]]:
+def _grid(
+    rows: int, cols: int, width: float = 4.0, height: float = 3.2, **kw: Any
+) -> tuple[plt.Figure, np.ndarray]:
     fig, axes = plt.subplots(
-        1, len(recoveries), figsize=(4.2 * len(recoveries), 3.6), squeeze=False, sharey=True
+        rows, cols, figsize=(width * cols + 2.2, height * rows), squeeze=False, layout="constrained", **kw
     )
-    return fig, list(axes[0])
+    return fig, axes
 
 
-def ppl_vs_ratio(results: pd.DataFrame) -> plt.Figure | None:
+def _ratio_axis(ax: plt.Axes, span: float) -> None:
+    """The achieved-ratio axis from 0 (the dense model) to just past the largest ratio, two decimals."""
+    ax.set_xlim(-0.04 * span, 1.1 * span)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:.2f}"))
+    ax.set_xlabel("achieved decoder ratio")
+
+
+def _offsets(methods: list[str]) -> dict[str, int]:
+    """A fixed slot per method around 0 (…, -1, 0, 1, …), so coinciding points sit side by side."""
+    return {m: i - (len(methods) - 1) / 2 for i, m in enumerate(methods)}
+
+
+def _legend(fig: plt.Figure, styles: dict[str, dict[str, Any]], labels: dict[str, str], extra=()) -> None:
+    """One legend for the figure, right of every panel: the methods shown, in style order."""
+    handles = [
+        matplotlib.lines.Line2D(
+            [], [], linestyle="-", color=styles[m]["color"], marker=styles[m]["marker"], label=label
+        )
+        for m, label in labels.items()
+    ]
+    handles += list(extra)
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
+
+
+def _labels(frame: pd.DataFrame, styles: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """``{method: label}`` of the methods in ``frame``, in style order (dense first)."""
+    present = dict(zip(frame["method"], frame["method_label"], strict=False))
+    return {m: present[m] for m in styles if m in present}
+
+
+def ppl_vs_ratio(results: pd.DataFrame, styles: dict[str, dict[str, Any]] | None = None) -> plt.Figure | None:
     ppl = results[results["kind"] == "ppl"]
     if ppl.empty:
         return None
-    dataset, seqlen = ppl.iloc[0]["dataset"], ppl.iloc[0]["seqlen"]
-    ppl = ppl[(ppl["dataset"] == dataset) & (ppl["seqlen"] == seqlen)]
-    dense = ppl[ppl["method"] == DENSE]["value"]
-    labels = list(_pruned(ppl)["method_label"].unique())
+    styles = styles or _fallback_styles(results)
+    settings = list(dict.fromkeys(zip(ppl["dataset"], ppl["seqlen"].astype(int), strict=True)))
+    rows = [(model, d, s) for model in _models(ppl) for d, s in settings]
     recoveries = _recoveries(_pruned(ppl))
-    fig, axes = _panels(recoveries)
-    for ax, recovery in zip(axes, recoveries, strict=True):
-        part = _pruned(ppl)[_pruned(ppl)["recovery"] == recovery]
-        for label, group in part.groupby("method_label", sort=True):
-            group = group.sort_values("achieved_decoder_ratio")
-            xs = [0.0, *group["achieved_decoder_ratio"]]
-            ys = [dense.iloc[0] if not dense.empty else np.nan, *group["value"]]
-            ax.plot(xs, ys, label=label, **_style(label, labels))
-        ax.set_yscale("log")
-        ax.set_title(f"recovery: {recovery}")
-        ax.set_xlabel("achieved decoder ratio")
-        ax.grid(alpha=0.3)
-    _plain_log_labels(axes[0])
-    axes[0].set_ylabel(f"perplexity ({dataset}, {int(seqlen)} tokens)")
-    axes[0].legend(fontsize=7, loc="upper left")
+    fig, axes = _grid(len(rows), len(recoveries), sharey="row")
+    labels = _labels(ppl, styles)
+    offsets = _offsets(list(labels))
+    span = max(float(ppl["achieved_decoder_ratio"].max()), 0.05)
+    for row_axes, (model, dataset, seqlen) in zip(axes, rows, strict=True):
+        here = ppl[(ppl["dataset"] == dataset) & (ppl["seqlen"].astype(int) == seqlen)]
+        if "model" in here:
+            here = here[here["model"] == model]
+        dense = here[here["method"] == DENSE]
+        for ax, recovery in zip(row_axes, recoveries, strict=True):
+            part = _pruned(here)[_pruned(here)["recovery"] == recovery]
+            for method, group in part.groupby("method", sort=False):
+                group = group.sort_values("achieved_decoder_ratio")
+                xs = np.r_[0.0, group["achieved_decoder_ratio"]] + offsets[method] * JITTER * span
+                ys = np.r_[dense["value"].iloc[0] if not dense.empty else np.nan, group["value"]]
+                se = _nll_se(group)
+                err = [ys[1:] * (1 - np.exp(-Z * se)), ys[1:] * (np.exp(Z * se) - 1)]
+                ax.plot(xs, ys, color=styles[method]["color"], linewidth=1.2)
+                ax.errorbar(xs[1:], ys[1:], yerr=err, linestyle="none", capsize=2, **styles[method])
+            if not dense.empty:
+                ax.plot([0.0], dense["value"].iloc[:1], linestyle="none", markersize=10, **DENSE_STYLE)
+            ax.set_yscale("log")
+            ax.set_title(f"{model + ' · ' if model else ''}recovery: {recovery}", fontsize=9)
+            _ratio_axis(ax, span)
+            ax.grid(alpha=0.3)
+        _plain_log_labels(row_axes[0])
+        row_axes[0].set_ylabel(f"perplexity ({dataset}, {seqlen} tokens)")
+    _legend(fig, styles, labels)
     return fig
+
+
+def _nll_se(rows: pd.DataFrame) -> np.ndarray:
+    """Standard error of the mean NLL of perplexity rows (``stderr`` is ppl · nll_se); 0 where none."""
+    if "stderr" not in rows:
+        return np.zeros(len(rows))
+    return (rows["stderr"].astype(float) / rows["value"].astype(float)).fillna(0.0).to_numpy()
 
 
 def _plain_log_labels(ax: plt.Axes) -> None:
@@ -103,91 +180,164 @@ def _plain_log_labels(ax: plt.Axes) -> None:
     ax.yaxis.set_minor_formatter(minor)
 
 
-def accuracy_vs_ratio(results: pd.DataFrame, headline: str) -> plt.Figure | None:
+def chance_levels(path: str | Path = CHANCE_LEVELS) -> dict[str, float]:
+    """``{task: accuracy of guessing}`` (1 / number of choices) of the tasks we know."""
+    return {task: float(entry["chance"]) for task, entry in yaml.safe_load(Path(path).read_text()).items()}
+
+
+def chance(tasks: list[str]) -> float | None:
+    """The mean chance accuracy of ``tasks`` (what a mean over them would read by guessing), if all known."""
+    known = chance_levels()
+    return float(np.mean([known[t] for t in tasks])) if tasks and all(t in known for t in tasks) else None
+
+
+def accuracy_vs_ratio(
+    results: pd.DataFrame, headline: str, styles: dict[str, dict[str, Any]] | None = None
+) -> plt.Figure | None:
     zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
     if zs.empty:
         return None
-    keys = ["method", "method_label", "recovery", "achieved_decoder_ratio"]
-    mean = zs.groupby(keys, as_index=False)["value"].mean()
-    dense = mean[mean["method"] == DENSE]["value"]
-    labels = list(_pruned(mean)["method_label"].unique())
-    recoveries = _recoveries(_pruned(zs))
-    fig, axes = _panels(recoveries)
-    for ax, recovery in zip(axes, recoveries, strict=True):
-        part = _pruned(mean)[_pruned(mean)["recovery"] == recovery]
-        for label, group in part.groupby("method_label", sort=True):
-            group = group.sort_values("achieved_decoder_ratio")
-            ax.plot(group["achieved_decoder_ratio"], group["value"], label=label, **_style(label, labels))
-        if not dense.empty:
-            ax.axhline(dense.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
-        ax.set_title(f"recovery: {recovery}")
-        ax.set_xlabel("achieved decoder ratio")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"mean zero-shot {headline}")
-    axes[0].legend(fontsize=7)
+    styles = styles or _fallback_styles(results)
+    ratio = results.groupby(["model", "method", "target_ratio", "recovery"])["achieved_decoder_ratio"].first()
+    mean = mean_accuracy(results, headline).join(ratio, on=["model", "method", "target_ratio", "recovery"])
+    models, recoveries = _models(mean), _recoveries(_pruned(mean))
+    fig, axes = _grid(len(models), len(recoveries), sharey="row")
+    labels = _labels(mean, styles)
+    offsets = _offsets(list(labels))
+    span = max(float(mean["achieved_decoder_ratio"].max()), 0.05)
+    level = chance(sorted(set(zs["task"])))
+    for row_axes, model in zip(axes, models, strict=True):
+        here = mean[mean["model"] == model]
+        dense = here[here["method"] == DENSE]
+        for ax, recovery in zip(row_axes, recoveries, strict=True):
+            part = _pruned(here)[_pruned(here)["recovery"] == recovery]
+            for method, group in part.groupby("method", sort=False):
+                group = group.sort_values("achieved_decoder_ratio")
+                xs = group["achieved_decoder_ratio"] + offsets[method] * JITTER * span
+                ax.errorbar(
+                    xs,
+                    group["accuracy"],
+                    yerr=Z * group["accuracy_se"].fillna(0),
+                    capsize=2,
+                    **styles[method],
+                )
+            if not dense.empty:
+                ax.axhline(dense["accuracy"].iloc[0], color="black", linestyle="--", linewidth=1)
+            if level is not None:
+                ax.axhline(level, color="grey", linestyle=":", linewidth=1.2)
+            ax.set_title(f"{model} · recovery: {recovery}", fontsize=9)
+            _ratio_axis(ax, span)
+            ax.grid(alpha=0.3)
+        row_axes[0].set_ylabel(f"mean zero-shot {headline}")
+    extra = [matplotlib.lines.Line2D([], [], color="black", linestyle="--", label="dense")]
+    if level is not None:
+        extra.append(
+            matplotlib.lines.Line2D([], [], color="grey", linestyle=":", label=f"chance ({level:.2f})")
+        )
+    _legend(fig, styles, {m: lab for m, lab in labels.items() if m != DENSE}, extra)
     return fig
 
 
-def speedup_vs_ratio(results: pd.DataFrame) -> plt.Figure | None:
-    speed = _pruned(results[(results["kind"] == "speedup") & (results["recovery"] == "none")])
+def speedup_vs_ratio(
+    results: pd.DataFrame, styles: dict[str, dict[str, Any]] | None = None
+) -> plt.Figure | None:
+    speed = shape_speedups(results)
+    speed = speed[speed["method"] != DENSE].dropna(subset=["decode_speedup", "prefill_speedup"], how="all")
     if speed.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
-    for ax, (measured, ideal, title) in zip(
-        axes[0],
-        [
-            ("measured_decode", "ideal_decode_flops", "decode"),
-            ("measured_prefill", "ideal_prefill_flops", "prefill"),
-        ],
-        strict=True,
-    ):
-        labels = list(speed["method_label"].unique())
-        for label, group in speed.groupby("method_label", sort=True):
-            style = _style(label, labels)
-            for metric, line, fill in ((measured, "-", style["color"]), (ideal, "--", "none")):
-                points = group[group["metric"] == metric].groupby("achieved_decoder_ratio")["value"].median()
-                ax.plot(points.index, points.values, line, color=style["color"], marker=style["marker"],
-                        markerfacecolor=fill, label=label if metric == measured else None)  # fmt: skip
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_title(f"{title} speed-up (filled: measured, hollow: ideal)")
-        ax.set_xlabel("achieved decoder ratio")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("speed-up over dense")
-    axes[0][1].legend(fontsize=7, ncol=2)
+    styles = styles or _fallback_styles(results)
+    ratio = results.groupby(["model", "method", "target_ratio"])["achieved_decoder_ratio"].first()
+    label = results.groupby("method")["method_label"].first()
+    speed = speed.join(ratio, on=["model", "method", "target_ratio"]).join(label, on="method")
+    models = _models(speed)
+    fig, axes = _grid(len(models), 2)
+    labels = _labels(speed, styles)
+    offsets = _offsets(list(labels))
+    span = max(float(speed["achieved_decoder_ratio"].max()), 0.05)
+    for row_axes, model in zip(axes, models, strict=True):
+        here = speed[speed["model"] == model]
+        cell = here.iloc[0]
+        for ax, phase in zip(row_axes, ("decode", "prefill"), strict=True):
+            for method, group in here.groupby("method", sort=False):
+                group = group.sort_values("achieved_decoder_ratio")
+                xs = group["achieved_decoder_ratio"] + offsets[method] * JITTER * span
+                ys = group[f"{phase}_speedup"]
+                err = [ys - group[f"{phase}_p10"].fillna(ys), group[f"{phase}_p90"].fillna(ys) - ys]
+                ax.errorbar(xs, ys, yerr=err, capsize=2, **styles[method])
+                ax.plot(
+                    xs,
+                    group[f"ideal_{phase}_flops"],
+                    "--",
+                    color=styles[method]["color"],
+                    marker=styles[method]["marker"],
+                    markerfacecolor="none",
+                    linewidth=0.8,
+                )
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.set_title(
+                f"{model} · {phase} (batch {int(cell['speed_batch_size'])}, "
+                f"prompt {int(cell['speed_prompt_length'])})",
+                fontsize=9,
+            )
+            _ratio_axis(ax, span)
+            ax.grid(alpha=0.3)
+        row_axes[0].set_ylabel("speed-up over dense (×)")
+    extra = [
+        matplotlib.lines.Line2D([], [], color="grey", marker="o", label="measured (p10-p90)"),
+        matplotlib.lines.Line2D(
+            [], [], color="grey", marker="o", linestyle="--", markerfacecolor="none", label="ideal (FLOPs)"
+        ),
+    ]
+    _legend(fig, styles, labels, extra)
     return fig
 
 
-def pareto(results: pd.DataFrame, headline: str) -> plt.Figure | None:
+def pareto(
+    results: pd.DataFrame, headline: str, styles: dict[str, dict[str, Any]] | None = None
+) -> plt.Figure | None:
     zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
     lat = results[(results["kind"] == "latency") & (results["metric"] == "decode_median_s_per_token")]
     if zs.empty or lat.empty:
         return None
-    # Latency is measured once per pruned shape (recovery changes weights, not shapes).
-    shape = ["method", "method_label", "target_ratio"]
-    acc = zs.groupby([*shape, "recovery"])["value"].mean().rename("accuracy").reset_index()
-    latency = lat.groupby(shape)["value"].median().rename("latency").reset_index()
-    points = acc.merge(latency, on=shape).dropna().sort_values("latency")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    labels = list(points["method_label"].unique())
-    for label, group in points.groupby("method_label", sort=True):
-        style = _style(label, labels)
-        ax.scatter(
-            group["latency"] * 1e3,
-            group["accuracy"],
-            color=style["color"],
-            marker=style["marker"],
-            label=label,
+    styles = styles or _fallback_styles(results)
+    # Latency is measured once per pruned shape (recovery changes weights, not shapes): at the smallest cell.
+    cell = lat[["batch_size", "prompt_length"]].astype(float).min()
+    lat = lat[(lat["batch_size"] == cell["batch_size"]) & (lat["prompt_length"] == cell["prompt_length"])]
+    shape = ["model", "method", "target_ratio"]
+    latency = lat.groupby(shape)[["value", "p10", "p90"]].first().rename(columns={"value": "latency"})
+    points = mean_accuracy(results, headline).join(latency, on=shape).dropna(subset=["latency", "accuracy"])
+    models = _models(points)
+    fig, axes = _grid(1, len(models), width=5.0, height=3.8)
+    labels = _labels(points, styles)
+    for ax, model in zip(axes[0], models, strict=True):
+        here = points[points["model"] == model].sort_values("latency")
+        for row in here.itertuples():
+            style = styles[row.method]
+            xerr = [[row.latency - row.p10], [row.p90 - row.latency]] if pd.notna(row.p10) else None
+            ax.errorbar(
+                row.latency * 1e3,
+                row.accuracy,
+                yerr=Z * (row.accuracy_se if pd.notna(row.accuracy_se) else 0),
+                xerr=None if xerr is None else np.asarray(xerr) * 1e3,
+                capsize=2,
+                color=style["color"],
+                marker=style["marker"],
+                markerfacecolor=style["color"] if row.recovery == "none" else "none",
+                markersize=9 if row.method == DENSE else 6,
+            )
+        front, best = [], -np.inf
+        for row in here.itertuples():
+            if row.accuracy > best:
+                front.append(row)
+                best = row.accuracy
+        ax.plot([r.latency * 1e3 for r in front], [r.accuracy for r in front], color="black", linewidth=1)
+        ax.set_title(
+            f"{model} (batch {int(cell['batch_size'])}, prompt {int(cell['prompt_length'])})", fontsize=9
         )
-    front, best = [], -np.inf
-    for row in points.itertuples():
-        if row.accuracy > best:
-            front.append(row)
-            best = row.accuracy
-    ax.plot([r.latency * 1e3 for r in front], [r.accuracy for r in front], color="black", linewidth=1)
-    ax.set_xlabel("decode latency per token (ms, median)")
-    ax.set_ylabel(f"mean zero-shot {headline}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+        ax.set_xlabel("decode latency per token (ms, median)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"mean zero-shot {headline}")
+    _legend(fig, styles, labels)
     return fig
 
 
@@ -203,69 +353,112 @@ def _removed_fractions(plan: dict[str, Any], num_layers: int, kv_heads: int, cha
     return grid
 
 
-def structure(config: dict[str, Any], results_dir: Path = Path("results")) -> plt.Figure | None:
+def structure(config: dict[str, Any], results_dir: Path | None = None) -> plt.Figure | None:
+    """For every model and method: one heat-map row per ratio and sublayer (attention, MLP), a column per
+    layer; the fraction removed, with a colour bar."""
     from prunebench.models import get_adapter
     from prunebench.models.checkpoint import load_skeleton
 
-    model = next(iter(config["models"]))
-    adapter = get_adapter(load_skeleton(config["models"][model]["path"]))
-    methods = list(config["methods"])
-    fig, axes = plt.subplots(
-        len(methods), 1, figsize=(8, 1.1 + 0.55 * len(config["ratios"]) * len(methods)), squeeze=False
-    )
-    for ax, method in zip(axes[:, 0], methods, strict=True):
-        rows, labels = [], []
-        for ratio in config["ratios"]:
-            path = results_dir / model / method / f"r{ratio_tag(ratio)}" / "none" / "model" / "plan.json"
-            if not path.is_file():
-                continue
-            plan = json.loads(path.read_text())
-            rows.append(
-                _removed_fractions(plan, adapter.num_layers, adapter.num_kv_heads, adapter.intermediate_size)
-            )
-            labels += [f"r={ratio} attn", f"r={ratio} mlp"]
-        if not rows:
-            ax.set_visible(False)
+    results_dir = Path(study_root(config)) if results_dir is None else results_dir
+    panels = []
+    for model, spec in config["models"].items():
+        if not (Path(spec["path"]) / "config.json").is_file():
             continue
-        ax.imshow(np.vstack(rows), aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_yticks(range(len(labels)), labels, fontsize=6)
-        ax.set_xticks(range(adapter.num_layers))
-        ax.tick_params(axis="x", labelsize=6)
-        ax.set_title(config["methods"][method].get("label", method), fontsize=8, loc="left")
-    axes[-1, 0].set_xlabel(f"layer of {model}")
-    fig.tight_layout()
+        adapter = get_adapter(load_skeleton(spec["path"]))
+        for method, entry in config["methods"].items():
+            rows, labels = [], []
+            for ratio in config["ratios"]:
+                path = results_dir / model / method / f"r{ratio_tag(ratio)}" / "none" / "model" / "plan.json"
+                if path.is_file():
+                    plan = json.loads(path.read_text())
+                    rows.append(
+                        _removed_fractions(
+                            plan, adapter.num_layers, adapter.num_kv_heads, adapter.intermediate_size
+                        )
+                    )
+                    labels += [f"{ratio:g} attention", f"{ratio:g} MLP"]
+            if rows:
+                panels.append(
+                    (f"{model} · {entry.get('label', method)}", np.vstack(rows), labels, adapter.num_layers)
+                )
+    if not panels:
+        return None
+    heights = [len(p[2]) for p in panels]
+    layers = max(p[3] for p in panels)
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(max(7.0, 0.28 * layers + 3), 0.9 + 0.32 * sum(heights) + 0.45 * len(panels)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+        layout="constrained",
+    )
+    image = None
+    for ax, (title, grid, labels, num_layers) in zip(axes[:, 0], panels, strict=True):
+        image = ax.imshow(grid, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        step = 1 if num_layers <= 32 else math.ceil(num_layers / 32)
+        ax.set_xticks(range(0, num_layers, step))
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(title, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("decoder layer")
+    bar = fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.03, pad=0.01, aspect=40)
+    bar.set_label("fraction removed")
     return fig
+
+
+COST_STEPS = {
+    "score": "scoring",
+    "plan": "planning (rule)",
+    "prune": "pruning",
+    "recover": "recovery",
+    "evaluate": "evaluation",
+}
 
 
 def cost(results: pd.DataFrame) -> plt.Figure | None:
     data = results[(results["kind"] == "cost") & (results["metric"] == "seconds")]
     if data.empty:
         return None
-    # Scoring happens once per model and method: count it once, pruning per ratio, recovery per variant.
-    score = data[data["task"] == "score"].groupby("method_label")["value"].first()
-    prune = (
-        data[(data["task"] == "prune") & (data["recovery"] == "none")].groupby("method_label")["value"].sum()
-    )
-    recover = data[data["task"] == "recover"].groupby("method_label")["value"].sum()
-    table = pd.concat(
-        [score.rename("score"), prune.rename("prune (all ratios)"), recover.rename("recover (all)")], axis=1
-    )
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    table.fillna(0).plot.barh(stacked=True, ax=ax)
-    ax.set_xlabel("wall-clock seconds")
-    ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
+    models = _models(data)
+    fig, axes = _grid(1, len(models), width=5.5, height=0.6 + 0.32 * data["method"].nunique())
+    for ax, model in zip(axes[0], models, strict=True):
+        here = data[data["model"] == model]
+        # Scoring happens once per model and method: count it once; every other step per job.
+        parts = {}
+        for step, name in COST_STEPS.items():
+            rows = here[here["task"] == step]
+            if step == "score":
+                parts[name] = rows.groupby("method_label", sort=False)["value"].first()
+            elif step in ("plan", "prune"):
+                parts[name] = (
+                    rows[rows["recovery"] == "none"].groupby("method_label", sort=False)["value"].sum()
+                )
+            else:
+                parts[name] = rows.groupby("method_label", sort=False)["value"].sum()
+        table = pd.DataFrame(parts).fillna(0.0)
+        table = table.loc[:, table.sum() > 0]
+        table.plot.barh(stacked=True, ax=ax, legend=False, colormap="Set2")
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("wall-clock time (s)")
+        ax.set_ylabel("")
+        ax.grid(alpha=0.3, axis="x")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", fontsize=8, frameon=False)
     return fig
 
 
 def draw_all(results: pd.DataFrame, config: dict[str, Any], out_dir: str | Path) -> list[str]:
     """Draw every plot that has data; returns the names written (``name.png`` and ``name.svg``)."""
+    from prunebench.report.styles import method_styles
+
     headline = config["evaluation"]["zeroshot"]["headline"]
+    styles = method_styles(config)
     makers: dict[str, Callable[[], plt.Figure | None]] = {
-        "ppl_vs_ratio": lambda: ppl_vs_ratio(results),
-        "accuracy_vs_ratio": lambda: accuracy_vs_ratio(results, headline),
-        "speedup_vs_ratio": lambda: speedup_vs_ratio(results),
-        "pareto": lambda: pareto(results, headline),
+        "ppl_vs_ratio": lambda: ppl_vs_ratio(results, styles),
+        "accuracy_vs_ratio": lambda: accuracy_vs_ratio(results, headline, styles),
+        "speedup_vs_ratio": lambda: speedup_vs_ratio(results, styles),
+        "pareto": lambda: pareto(results, headline, styles),
         "structure": lambda: structure(config),
         "cost": lambda: cost(results),
     }
@@ -276,9 +469,8 @@ def draw_all(results: pd.DataFrame, config: dict[str, Any], out_dir: str | Path)
         fig = make()
         if fig is None:
             continue
-        fig.tight_layout()
         for ext in ("png", "svg"):
-            fig.savefig(out_dir / f"{name}.{ext}", dpi=120)
+            fig.savefig(out_dir / f"{name}.{ext}", dpi=120, bbox_inches="tight")
         plt.close(fig)
         written.append(name)
     return written

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from prunebench.errors import PrunebenchError
 from prunebench.models.checkpoint import load_skeleton
 from prunebench.models.counting import decoder_params, total_params
+from prunebench.report.findings import findings, mean_accuracy, shape_speedups
 from prunebench.study.grid import DENSE, Variant, variants
 
 COLUMNS = [
@@ -20,8 +23,25 @@ COLUMNS = [
     "achieved_decoder_ratio", "achieved_total_ratio", "attention_removed", "mlp_removed",
     "decoder_params", "total_params",
     "kind", "dataset", "seqlen", "task", "metric", "batch_size", "prompt_length",
-    "value", "stderr", "n", "device", "dtype", "versions",
+    "value", "stderr", "p10", "p90", "n", "shape", "device", "dtype", "versions",
 ]  # fmt: skip
+#: Summary columns of :func:`prunebench.report.findings.shape_speedups`' columns.
+SUMMARY_SPEED_COLUMNS = {
+    "speed_batch_size": "speedup_batch_size",
+    "speed_prompt_length": "speedup_prompt_length",
+    "decode_speedup": "speedup_decode",
+    "decode_p10": "speedup_decode_p10",
+    "decode_p90": "speedup_decode_p90",
+    "prefill_speedup": "speedup_prefill",
+    "prefill_p10": "speedup_prefill_p10",
+    "prefill_p90": "speedup_prefill_p90",
+    "ideal_decode_flops": "speedup_ideal_decode_flops",
+    "ideal_prefill_flops": "speedup_ideal_prefill_flops",
+    "shape_measurements": "speedup_shapes_pooled",
+}
+#: Speed-up metrics measured side by side with the dense model, and their pooled form per plan shape.
+MEASURED = ("measured_prefill", "measured_decode")
+POOLED = {"measured_prefill": "pooled_prefill", "measured_decode": "pooled_decode"}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -29,7 +49,26 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _plan(variant: Variant) -> dict[str, Any] | None:
-    return _read_json(Path(f"results/{variant.model}/{variant.method}/r{variant.ratio}/none/model/plan.json"))
+    shape = Variant(variant.model, variant.method, variant.ratio, "none", variant.root)
+    return _read_json(Path(shape.directory) / "model" / "plan.json")
+
+
+def plan_shape(plan: dict[str, Any] | None) -> str:
+    """A short name of the pruned model's shape (per layer: KV heads and MLP channels kept, and whether
+    biases were added): two plans with the same shape run the same computation, so their latency is one
+    quantity measured twice. ``dense`` for no plan."""
+    if plan is None:
+        return DENSE
+    layers = sorted(
+        (
+            int(k),
+            len(v["kv_heads"]) if "kv_heads" in v else -1,
+            len(v["mlp_channels"]) if "mlp_channels" in v else -1,
+        )
+        for k, v in plan["layers"].items()
+    )
+    text = json.dumps([layers, plan.get("compensation") is not None])
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def _dense_counts(path: str) -> dict[str, int]:
@@ -50,6 +89,7 @@ def _identity(variant: Variant, config: dict[str, Any], dense: dict[str, int]) -
         "dtype": spec["dtype"],
     }
     plan = _plan(variant) if variant.method != DENSE else None
+    row["shape"] = plan_shape(plan)
     if plan is not None:
         achieved = plan["achieved"]
         row.update(
@@ -116,24 +156,75 @@ def _latency_rows(directory: Path) -> list[dict[str, Any]]:
             "prefill_median_s",
             "decode_median_s_per_token",
         ):
-            value = m.get(metric) if m["status"] == "ok" else None
+            ok = m["status"] == "ok"
+            value = m.get(metric) if ok else None
+            spread = _LATENCY_SPREAD.get(metric)
+            p10, p90 = (m.get(spread[0]), m.get(spread[1])) if ok and spread else (None, None)
             rows.append(
-                {"kind": "latency", "metric": metric, "value": value, "batch_size": m["batch_size"],
-                 "prompt_length": m["prompt_length"], "n": m.get("repeats"), "versions": versions}
+                {"kind": "latency", "metric": metric, "value": value, "p10": p10, "p90": p90,
+                 "batch_size": m["batch_size"], "prompt_length": m["prompt_length"], "n": m.get("repeats"),
+                 "versions": versions}
             )  # fmt: skip
+    paired = paired_speedups(result)
     for s in result.get("speedups", []):
-        for metric in (
-            "measured_prefill",
-            "measured_decode",
-            "ideal_prefill_flops",
-            "ideal_decode_flops",
-            "ideal_weight_bytes",
-        ):
+        cell = (s["batch_size"], s["prompt_length"])
+        for metric in (*MEASURED, "ideal_prefill_flops", "ideal_decode_flops", "ideal_weight_bytes"):
             if metric in s:
+                ratios = paired.get((metric, *cell))
+                p10, p90 = np.percentile(ratios, [10, 90]) if ratios else (None, None)
                 rows.append(
-                    {"kind": "speedup", "metric": metric, "value": s[metric], "batch_size": s["batch_size"],
+                    {"kind": "speedup", "metric": metric, "value": s[metric], "p10": p10, "p90": p90,
+                     "n": len(ratios) if ratios else None, "batch_size": s["batch_size"],
                      "prompt_length": s["prompt_length"], "versions": versions}
                 )  # fmt: skip
+    return rows
+
+
+#: A latency metric's p10 and p90 keys in latency.json.
+_LATENCY_SPREAD = {
+    "prefill_median_s": ("prefill_p10_s", "prefill_p90_s"),
+    "decode_median_s_per_token": ("decode_p10_s_per_token", "decode_p90_s_per_token"),
+}
+
+
+def paired_speedups(latency: dict[str, Any]) -> dict[tuple[str, int, int], list[float]]:
+    """Per-repeat speed-ups (dense time / pruned time, the two timed in the same round) of a latency
+    result: ``{(measured_prefill | measured_decode, batch size, prompt length): [ratio, ...]}``."""
+    by_cell: dict[tuple[int, int], dict[str, dict]] = {}
+    for m in latency.get("measurements", []):
+        if m["status"] == "ok":
+            by_cell.setdefault((m["batch_size"], m["prompt_length"]), {})[m["model"]] = m
+    out = {}
+    for cell, pair in by_cell.items():
+        if {"model", "base"} <= set(pair):
+            for metric, raw in (
+                ("measured_prefill", "prefill_raw_s"),
+                ("measured_decode", "decode_raw_s_per_token"),
+            ):
+                base, model = pair["base"].get(raw), pair["model"].get(raw)
+                if base and model and len(base) == len(model):
+                    out[(metric, *cell)] = [b / m for b, m in zip(base, model, strict=True)]
+    return out
+
+
+def _pooled_rows(variant_latency: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Speed-ups pooled over every measurement of the same model and plan shape: the median, p10 and
+    p90 of all their per-repeat paired ratios, ``n`` = how many measurements were pooled. One row per
+    pruned variant (recovery none), so that each variant reads its shape's pooled speed-up."""
+    pools: dict[tuple, list[list[float]]] = {}
+    for identity, result in variant_latency:
+        for (metric, batch, prompt), ratios in paired_speedups(result).items():
+            pools.setdefault((identity["model"], identity["shape"], metric, batch, prompt), []).append(ratios)
+    rows = []
+    for identity, result in variant_latency:
+        for metric, batch, prompt in paired_speedups(result):
+            runs = pools[(identity["model"], identity["shape"], metric, batch, prompt)]
+            ratios = np.concatenate(runs)
+            p10, median, p90 = np.percentile(ratios, [10, 50, 90])
+            rows.append(
+                identity | {"kind": "speedup", "metric": POOLED[metric], "value": float(median), "p10": p10,
+                            "p90": p90, "n": len(runs), "batch_size": batch, "prompt_length": prompt}
+            )  # fmt: skip
     return rows
 
 
@@ -154,29 +245,29 @@ def _benchmark_seconds(path: Path) -> tuple[float, float] | None:
 
 
 def _cost_rows(variant: Variant) -> list[dict[str, Any]]:
-    """Scoring, pruning and recovery cost (Snakemake benchmark files) of a pruned variant."""
-    if variant.method == DENSE:
-        return []
-    bench = Path("results/benchmarks")
+    """Cost of a variant from Snakemake's benchmark files: scoring, planning (a rule method), pruning,
+    recovery, and evaluation (every evaluation job of the variant, summed; the dense model has only this)."""
+    bench = Path(variant.root) / "benchmarks"
     files = {
-        "score": bench / "score" / variant.model / f"{variant.method}.tsv",
-        "prune": bench / "prune" / variant.model / variant.method / f"r{variant.ratio}.tsv",
+        "score": [bench / "score" / variant.model / f"{variant.method}.tsv"],
+        "plan": [bench / "plan" / variant.model / variant.method / f"r{variant.ratio}.tsv"],
+        "prune": [bench / "prune" / variant.model / variant.method / f"r{variant.ratio}.tsv"],
+        "evaluate": sorted(
+            (
+                bench / "evaluate" / variant.model / variant.method / f"r{variant.ratio}" / variant.recovery
+            ).glob("*.tsv")
+        ),
     }
     if variant.recovery != "none":
-        files["recover"] = (
-            bench
-            / "recover"
-            / variant.model
-            / variant.method
-            / f"r{variant.ratio}"
-            / f"{variant.recovery}.tsv"
-        )
+        recover = bench / "recover" / variant.model / variant.method / f"r{variant.ratio}"
+        files["recover"] = [recover / f"{variant.recovery}.tsv"]
     rows = []
-    for step, path in files.items():
-        measured = _benchmark_seconds(path)
-        if measured is not None:
-            rows.append({"kind": "cost", "task": step, "metric": "seconds", "value": measured[0]})
-            rows.append({"kind": "cost", "task": step, "metric": "peak_rss_mib", "value": measured[1]})
+    for step, paths in files.items():
+        measured = [m for m in map(_benchmark_seconds, paths) if m is not None]
+        if measured:
+            seconds, peak = sum(m[0] for m in measured), max(m[1] for m in measured)
+            rows.append({"kind": "cost", "task": step, "metric": "seconds", "value": seconds})
+            rows.append({"kind": "cost", "task": step, "metric": "peak_rss_mib", "value": peak})
     return rows
 
 
@@ -191,7 +282,7 @@ def _check_finite(row: dict[str, Any], directory: Path) -> None:
 def collect(config: dict[str, Any]) -> pd.DataFrame:
     """Every result file of the study as one tidy frame (columns: ``COLUMNS``)."""
     dense = {name: _dense_counts(spec["path"]) for name, spec in config["models"].items()}
-    rows = []
+    rows, latencies = [], []
     for variant in variants(config):
         identity = _identity(variant, config, dense[variant.model])
         directory = Path(variant.directory)
@@ -200,6 +291,10 @@ def collect(config: dict[str, Any]) -> pd.DataFrame:
         ):
             _check_finite(metric_row, directory)
             rows.append(identity | metric_row)
+        latency = _read_json(directory / "eval" / "latency.json")
+        if latency is not None and variant.method != DENSE:
+            latencies.append((identity, latency))
+    rows += _pooled_rows(latencies)
     frame = pd.DataFrame(rows)
     for column in COLUMNS:
         if column not in frame:
@@ -208,10 +303,14 @@ def collect(config: dict[str, Any]) -> pd.DataFrame:
 
 
 def summary(results: pd.DataFrame, headline: str = "acc_norm") -> pd.DataFrame:
-    """One row per model variant: size, where it was cut, perplexities, mean zero-shot accuracy, speed-ups, cost.
+    """One row per model variant: size, where it was cut, perplexities, mean zero-shot accuracy with its
+    standard error, speed-ups, cost.
 
     ``attention_removed`` and ``mlp_removed`` are the fractions of the dense model's attention and MLP
     parameters removed, so a structural collapse (e.g. every layer losing a third of its attention) shows.
+    Speed-ups (:func:`prunebench.report.findings.shape_speedups`) are those of the variant's plan shape,
+    pooled over identical shapes, at the smallest batch size and prompt length: 1.00 for the dense model,
+    and a recovered variant reads its pruned shape's.
     """
     keys = ["model", "method", "method_label", "target_ratio", "recovery"]
     first = results.groupby(keys, sort=False, dropna=False)[
@@ -224,14 +323,11 @@ def summary(results: pd.DataFrame, headline: str = "acc_norm") -> pd.DataFrame:
             column="ppl_" + ppl["dataset"].astype(str) + "_" + ppl["seqlen"].astype(int).astype(str)
         )
         parts.append(ppl.pivot_table(index=keys, columns="column", values="value", aggfunc="first"))
-    zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
-    if not zs.empty:
-        parts.append(zs.groupby(keys)["value"].mean().rename(f"mean_{headline}").to_frame())
-    speed = results[results["kind"] == "speedup"]
-    if not speed.empty:
+    accuracy = mean_accuracy(results, headline)
+    if not accuracy.empty:
         parts.append(
-            speed.pivot_table(index=keys, columns="metric", values="value", aggfunc="median").add_prefix(
-                "speedup_"
+            accuracy.set_index(keys)[["accuracy", "accuracy_se"]].rename(
+                columns={"accuracy": f"mean_{headline}", "accuracy_se": f"mean_{headline}_se"}
             )
         )
     cost = results[(results["kind"] == "cost") & (results["metric"] == "seconds")]
@@ -239,28 +335,62 @@ def summary(results: pd.DataFrame, headline: str = "acc_norm") -> pd.DataFrame:
         parts.append(
             cost.pivot_table(index=keys, columns="task", values="value", aggfunc="sum").add_prefix("seconds_")
         )
-    return pd.concat(parts, axis=1).reset_index()
+    table = pd.concat(parts, axis=1).reset_index()
+    speed = shape_speedups(results)
+    if not speed.empty:
+        speed = speed.rename(columns=SUMMARY_SPEED_COLUMNS)
+        table = table.merge(speed, on=["model", "method", "target_ratio"], how="left")
+    return table
+
+
+def window_nlls(config: dict[str, Any]) -> dict[tuple[str, str, float, str, str, int], list[float]]:
+    """Every perplexity result's per-window mean NLLs, keyed as :data:`prunebench.report.findings.Windows`."""
+    out = {}
+    for variant in variants(config):
+        for path in sorted(Path(variant.directory).glob("eval/ppl_*.json")):
+            result = json.loads(path.read_text())
+            dataset = path.stem.removeprefix("ppl_").rsplit("_", 1)[0]
+            key = (
+                variant.model,
+                variant.method,
+                float(variant.ratio),
+                variant.recovery,
+                dataset,
+                result["seqlen"],
+            )
+            out[key] = result.get("window_nll")
+    return out
 
 
 def write_tables(
-    config: dict[str, Any], results_csv: str, results_parquet: str, summary_csv: str
+    config: dict[str, Any],
+    results_csv: str,
+    results_parquet: str,
+    summary_csv: str,
+    findings_csv: str | None = None,
 ) -> pd.DataFrame:
-    """Collect, then write the tidy table (CSV and Parquet) and the summary, each atomically."""
+    """Collect, then write the tidy table (CSV and Parquet), the summary and the findings (methods
+    ranked per setting, :func:`prunebench.report.findings.findings`), each atomically."""
     frame = collect(config)
     headline = config["evaluation"]["zeroshot"]["headline"]
-    for path, data, writer in (
+    outputs = [
         (results_csv, frame, "csv"),
         (results_parquet, frame, "parquet"),
         (summary_csv, summary(frame, headline), "csv"),
-    ):
+    ]
+    if findings_csv is not None:
+        ppl = config["evaluation"]["ppl"]
+        headline_ppl = (next(iter(ppl["datasets"])), ppl["seqlens"][0]) if ppl["datasets"] else None
+        outputs.append((findings_csv, findings(frame, window_nlls(config), headline_ppl, headline), "csv"))
+    for path, data, writer in outputs:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         if writer == "csv":
             data.to_csv(tmp, index=False)
         else:
-            data.astype({"versions": "string", "dataset": "string", "task": "string"}).to_parquet(
-                tmp, index=False
-            )
+            data.astype(
+                {"versions": "string", "dataset": "string", "task": "string", "shape": "string"}
+            ).to_parquet(tmp, index=False)
         tmp.replace(target)
     return frame

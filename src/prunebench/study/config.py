@@ -16,7 +16,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.files import check_encoding
 from prunebench.models.device import parse_device
 from prunebench.models.hub import looks_like_hub_id
-from prunebench.study.grid import CALIBRATION_FOLDER, DENSE, RESULTS_FOLDERS
+from prunebench.study.grid import CALIBRATION_FOLDER, DENSE, RESULTS_FOLDERS, study_root
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -141,12 +141,12 @@ def _check_semantics(config: dict[str, Any], problems: Problems) -> None:
         for name in config[section]:
             if name in reserved:
                 problems.add(
-                    f"config.{section}.{name}", "the name is taken by the study's own results/ paths"
+                    f"config.{section}.{name}", "the name is taken by the study's own results/<study>/ paths"
                 )
     for name, spec in config["methods"].items():
         _check_method(name, spec, problems)
     for name, spec in config["models"].items():
-        _check_model_source(name, spec, problems)
+        _check_model_source(name, spec, study_root(config), problems)
         with problems.under(f"config.models.{name}.device"):
             parse_device(spec["device"])
     with problems.under("config.text_encoding"):
@@ -190,14 +190,14 @@ def _check_method(name: str, spec: dict[str, Any], problems: Problems) -> None:
         problems.add(f"config.methods.{name}", f"kind rule needs workflow/rules/methods/{name}.smk")
 
 
-def _check_model_source(name: str, spec: dict[str, Any], problems: Problems) -> None:
+def _check_model_source(name: str, spec: dict[str, Any], root: str, problems: Problems) -> None:
     """Either ``path`` or ``gguf``; sets ``path`` to the imported checkpoint of a GGUF model."""
     if ("path" in spec) == ("gguf" in spec):
         problems.add(f"config.models.{name}", "give either path or gguf")
         spec.setdefault("path", "")
         return
     if "gguf" in spec:
-        spec["path"] = imported_model_dir(name)
+        spec["path"] = imported_model_dir(root, name)
         _check_gguf(spec["gguf"], f"config.models.{name}.gguf", problems)
         return
     path = spec["path"]
@@ -225,9 +225,9 @@ def _check_gguf(spec: dict[str, Any], where: str, problems: Problems) -> None:
     spec["source"] = str(source)
 
 
-def imported_model_dir(model: str) -> str:
-    """Where rule import_gguf writes the checkpoint of model ``model``."""
-    return f"results/{model}/imported"
+def imported_model_dir(root: str, model: str) -> str:
+    """Where rule import_gguf writes the checkpoint of model ``model`` in the study folder ``root``."""
+    return f"{root}/{model}/imported"
 
 
 def _lengths(config: dict[str, Any]) -> list[tuple[str, int]]:

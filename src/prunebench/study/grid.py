@@ -7,7 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 DENSE = "dense"
-#: results/<name> folders of the whole study, and results/<model>/<name> of one model's calibration.
+#: The folder that holds every study's outputs, each in results/<study>/.
+RESULTS_ROOT = "results"
+#: results/<study>/<name> folders of the whole study, and results/<study>/<model>/<name> of one model's
+#: calibration.
 RESULTS_FOLDERS = ("tables", "plots", "report", "logs", "benchmarks")
 CALIBRATION_FOLDER = "calibration"
 
@@ -28,6 +31,11 @@ def ratio_of(config: dict[str, Any], tag: str) -> float:
     return {ratio_tag(r): r for r in config["ratios"]}[tag]
 
 
+def study_root(config: dict[str, Any]) -> str:
+    """The folder of every output of the study: ``results/<study>`` (``study`` is a validated name)."""
+    return f"{RESULTS_ROOT}/{config['study']}"
+
+
 @dataclass(frozen=True)
 class Variant:
     """One evaluated model: the dense base, or a method at a ratio after a recovery variant."""
@@ -36,10 +44,11 @@ class Variant:
     method: str
     ratio: str
     recovery: str
+    root: str = RESULTS_ROOT  # the study's folder (study_root)
 
     @property
     def directory(self) -> str:
-        return f"results/{self.model}/{self.method}/r{self.ratio}/{self.recovery}"
+        return f"{self.root}/{self.model}/{self.method}/r{self.ratio}/{self.recovery}"
 
 
 def recovered(config: dict[str, Any], recovery: str, method: str, ratio: float) -> bool:
@@ -54,11 +63,12 @@ def recovered(config: dict[str, Any], recovery: str, method: str, ratio: float) 
 def variants(config: dict[str, Any]) -> list[Variant]:
     """The dense model once per model, then every method x ratio x recovery variant."""
     out = []
+    root = study_root(config)
     for model in config["models"]:
-        out.append(Variant(model, DENSE, ratio_tag(0.0), "none"))
+        out.append(Variant(model, DENSE, ratio_tag(0.0), "none", root))
         for method in config["methods"]:
             for ratio in config["ratios"]:
                 for recovery in config["recovery"]:
                     if recovered(config, recovery, method, ratio):
-                        out.append(Variant(model, method, ratio_tag(ratio), recovery))
+                        out.append(Variant(model, method, ratio_tag(ratio), recovery, root))
     return out

@@ -1,8 +1,9 @@
 # A method that runs as a rule (the worked example of the "kind: rule" contract).
 #
 # Contract: a rule that turns the base model (and, if it wants them, the shared calibration samples)
-# into results/{model}/<name>/r{ratio}/plan.json in the plan format of docs/plan-format.md, one per
-# ratio. The rule may run in its own conda environment; nothing downstream knows it is not a library
+# into results/<study>/{model}/<name>/r{ratio}/plan.json in the plan format of docs/plan-format.md, one per
+# ratio (and, to show in the cost plot, its Snakemake benchmark file in
+# {BENCH}/plan/{model}/<name>/r{ratio}.tsv). The rule may run in its own conda environment; nothing downstream knows it is not a library
 # method. Its options come from config.yaml's methods.<name>.params.
 
 
@@ -11,9 +12,11 @@ rule random_structure_plan:
     input:
         model=base_model_files,
     output:
-        "results/{model}/random-structure/r{ratio}/plan.json",
+        RESULTS + "/{model}/random-structure/r{ratio}/plan.json",
     log:
         f"{LOGS}/methods/random-structure/{{model}}/r{{ratio}}.log",
+    benchmark:
+        f"{BENCH}/plan/{{model}}/random-structure/r{{ratio}}.tsv"
     params:
         model=base_model,
         ratio=ratio_value,
