@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -333,6 +334,17 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     assert len(report) > 10_000
     assert "lora: 2 steps × 2 × 32 tokens (128 tokens) of resources/demo/corpus" in report
     assert (full / "results" / "tiny" / "tables" / "summary.csv").is_file()
+    assert '<h2 id="findings">Findings</h2>' in report and 'class="sortable findings"' in report
+    findings = pd.read_csv(full / "results" / "tiny" / "tables" / "findings.csv")
+    assert set(findings["recovery"]) == set(config["recovery"]) and (findings["ppl_rank"].dropna() >= 1).all()
+    # Snakemake's own report holds the HTML report, the tables and each plot with its own caption.
+    result = _snakemake(full, "--configfile", str(TINY), "--report", "snakemake-report.zip")
+    assert result.returncode == 0, result.stderr[-4000:]
+    with zipfile.ZipFile(full / "snakemake-report.zip") as archive:
+        names = {Path(n).name for n in archive.namelist()}
+        page = next(archive.read(n) for n in archive.namelist() if n.endswith("/report.html")).decode()
+    assert {"index.html", "findings.csv", "summary.csv", "results.csv", "structure.png"} <= names
+    assert "colour bar: 0 kept" in page and "Bars: 95% interval over the evaluation windows" in page
 
     # Interrupt a second run midway, then resume it.
     interrupted = _workdir(tmp_path / "resumed")
