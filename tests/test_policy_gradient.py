@@ -154,7 +154,7 @@ def test_first_layer_init_uses_the_models_head_dim_and_the_wanda_statistic(kind)
     model = tiny(kind)
     adapter = get_adapter(model)
     ids = rows(4, 16)
-    attn, mlp, extra = initial_scores(adapter, ids, 0.75, 2)
+    attn, _mlp, extra = initial_scores(adapter, ids, 0.75, 2)
     o_proj, down_proj = adapter.attention(0).o_proj, adapter.mlp(0).down_proj
     stats_o, stats_d = InputStats(o_proj.in_features), InputStats(down_proj.in_features)
     handles = [attach(o_proj, stats_o), attach(down_proj, stats_d)]
@@ -320,10 +320,10 @@ def test_bad_input_is_one_line_before_any_weights_are_loaded(tmp_path, tiny_toke
     ]
     for argv, message in (
         (
-            prune + ["--ratio", "0.3", "--param", "steps=0"],
+            [*prune, "--ratio", "0.3", "--param", "steps=0"],
             "policy-gradient: steps must be at least 1, got 0",
         ),
-        (prune + ["--ratio", "0.1"], "not within 0.02 of ratio 0.1"),
+        ([*prune, "--ratio", "0.1"], "not within 0.02 of ratio 0.1"),
     ):
         capsys.readouterr()
         assert main(argv) == 2
