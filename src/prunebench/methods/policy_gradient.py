@@ -188,7 +188,7 @@ class MaskHooks:
             if masks is None:
                 return None
             mask = masks[layer].repeat_interleave(width) if part == "attn" else masks[layer]
-            return (args[0] * mask.to(args[0].dtype),)
+            return (args[0] * mask.to(device=args[0].device, dtype=args[0].dtype),)
 
         return hook
 
