@@ -18,8 +18,9 @@ def run(args: argparse.Namespace) -> int:
     methods = available_methods()
     width = max((len(n) for n in methods), default=0)
     for name, cls in methods.items():
-        data_free = "" if cls.uses_calibration else " [data-free: no calibration]"
-        print(f"{name:<{width}}  {cls.summary()}{data_free}")
+        tags = "" if cls.uses_calibration else " [data-free: no calibration]"
+        tags += " [expensive step per ratio]" if cls.ratio_dependent else ""
+        print(f"{name:<{width}}  {cls.summary()}{tags}")
         if args.defaults:
             for key, value in cls.Config().to_dict().items():
                 print(f"{'':<{width}}    {key} = {value}")

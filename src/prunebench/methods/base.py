@@ -125,6 +125,12 @@ class Method(abc.ABC):
     families: ClassVar[tuple[str, ...]] = ("llama", "mistral", "qwen2")
     #: False for a data-free method: ``score`` gets ``None`` and no calibration text is ever loaded.
     uses_calibration: ClassVar[bool] = True
+    #: True when the expensive step needs the ratio (a sequential pass or a training run per ratio):
+    #: ``score`` then computes and saves only what every ratio shares (calibration rows, statistics of the
+    #: dense model), once per model, and ``select`` does the per-ratio work. The workflow is the same
+    #: either way (``score`` once, ``prune`` per ratio); the flag tells users and the cost tables where
+    #: the time goes (``prunebench methods`` marks these methods).
+    ratio_dependent: ClassVar[bool] = False
 
     @classmethod
     def summary(cls) -> str:
@@ -174,13 +180,14 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def score(self, model: nn.Module, calibration: torch.Tensor, config: MethodConfig) -> Scores:
-        """The expensive, ratio-independent measurement on the dense model."""
+        """The ratio-independent measurement on the dense model (the expensive step unless ``ratio_dependent``)."""
 
     @abc.abstractmethod
     def select(
         self, scores: Scores, model: nn.Module, target_ratio: float, config: MethodConfig
     ) -> PruningPlan:
-        """The cheap step: the plan that reaches ``target_ratio`` of decoder parameters."""
+        """The plan that reaches ``target_ratio`` of decoder parameters: cheap, or the expensive per-ratio
+        step when ``ratio_dependent``."""
 
 
 def max_ratio_keeping_a_sublayer(adapter: ModelAdapter) -> float:

@@ -138,6 +138,7 @@ class WandaSp(Method):
 
     Config = WandaSpConfig
     families = ("llama", "mistral", "qwen2")
+    ratio_dependent = True
 
     def score(self, model: nn.Module, calibration: torch.Tensor, config: WandaSpConfig) -> Scores:
         """Check the inputs and store the calibration tokens (the only ratio-independent part)."""
