@@ -46,6 +46,8 @@ RECOVERIES = list(config["recovery"])
 RATIOS = [ratio_tag(r) for r in config["ratios"]]
 EVAL = config["evaluation"]
 VARIANTS = variants(config)
+# (data set, window) of every perplexity result, data sets outermost (the order of eval_ppl's outputs).
+PPL_PAIRS = [(dataset, seqlen) for dataset in EVAL["ppl"]["datasets"] for seqlen in EVAL["ppl"]["seqlens"]]
 LOGS = "results/logs"
 VARIANT_LABELS = {"model": "{model}", "method": "{method}", "ratio": "{ratio}", "recovery": "{recovery}"}
 BENCH = "results/benchmarks"
@@ -63,8 +65,6 @@ wildcard_constraints:
     ratio=_alternatives(RATIOS + [ratio_tag(0.0)]),
     recovery=_alternatives(RECOVERIES),
     trained=_alternatives([r for r in RECOVERIES if r != "none"]),
-    dataset=_alternatives(EVAL["ppl"]["datasets"]),
-    seqlen=r"\d+",
 
 
 def rule_method_modules():
@@ -115,6 +115,11 @@ def gpu_count(wildcards):
     return 1 if model_spec(wildcards)["device"].startswith("cuda") else 0
 
 
+def recovery_gpus(wildcards):
+    """GPUs of a recover job: the variant's ``gpus`` (one process each), none for a CPU model."""
+    return recovery_spec(wildcards)["gpus"] if gpu_count(wildcards) else 0
+
+
 def registered_method(name):
     """The registry name a config entry runs (its ``method:``, default its key)."""
     return config["methods"][name].get("method", name)
@@ -162,11 +167,7 @@ def recovery_scores(wildcards):
 
 
 def eval_outputs(variant):
-    out = [
-        f"{variant.directory}/eval/ppl_{dataset}_{seqlen}.json"
-        for dataset in EVAL["ppl"]["datasets"]
-        for seqlen in EVAL["ppl"]["seqlens"]
-    ]
+    out = [f"{variant.directory}/eval/ppl_{dataset}_{seqlen}.json" for dataset, seqlen in PPL_PAIRS]
     if EVAL["zeroshot"]["tasks"]:
         out.append(f"{variant.directory}/eval/zeroshot.json")
     # Recovery changes weights, not shapes (LoRA is merged): latency is measured once per pruned shape.

@@ -1,16 +1,20 @@
 rule eval_ppl:
-    """Perplexity on one data set at one window length."""
+    """Perplexity on every data set at every window length, the model loaded once; one JSON each, so
+    that each result stays its own file for the tables and the report."""
     input:
         model=variant_model_files,
     output:
-        report(
-            "results/{model}/{method}/r{ratio}/{recovery}/eval/ppl_{dataset}_{seqlen}.json",
-            caption="../../report/eval_ppl.rst",
-            category="Perplexity",
-            labels=VARIANT_LABELS,
-        ),
+        [
+            report(
+                f"results/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/eval/ppl_{dataset}_{seqlen}.json",
+                caption="../../report/eval_ppl.rst",
+                category="Perplexity",
+                labels={**VARIANT_LABELS, "data set": dataset, "window": str(seqlen)},
+            )
+            for dataset, seqlen in PPL_PAIRS
+        ],
     log:
-        f"{LOGS}/eval_ppl/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/{{dataset}}_{{seqlen}}.log",
+        f"{LOGS}/eval_ppl/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
     params:
         model=variant_model,
         ppl=EVAL["ppl"],

@@ -19,7 +19,7 @@ rule recover:
         encoding=config["text_encoding"],
     threads: 1
     resources:
-        gpu=gpu_count,
+        gpu=recovery_gpus,
     conda:
         "../../envs/prunebench.yaml"
     script:
