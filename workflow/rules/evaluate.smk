@@ -22,6 +22,8 @@ rule eval_ppl:
         encoding=config["text_encoding"],
     threads: 1
     resources:
+        mem_mb=sized_mem_mb("eval_ppl"),
+        runtime=sized_runtime("eval_ppl"),
         gpu=gpu_count,
     conda:
         "../../envs/prunebench.yaml"
@@ -49,6 +51,8 @@ rule eval_zeroshot:
         seed=config["seed"],
     threads: 1
     resources:
+        mem_mb=sized_mem_mb("eval_zeroshot"),
+        runtime=sized_runtime("eval_zeroshot"),
         gpu=gpu_count,
     conda:
         "../../envs/prunebench.yaml"
@@ -82,6 +86,8 @@ rule eval_latency:
         spec=model_spec,
     threads: 1024
     resources:
+        mem_mb=sized_mem_mb("eval_latency"),
+        runtime=sized_runtime("eval_latency"),
         gpu=gpu_count,
     conda:
         "../../envs/prunebench.yaml"

@@ -19,6 +19,8 @@ rule recover:
         encoding=config["text_encoding"],
     threads: 1
     resources:
+        mem_mb=sized_mem_mb("recover"),
+        runtime=sized_runtime("recover"),
         gpu=recovery_gpus,
     conda:
         "../../envs/prunebench.yaml"
