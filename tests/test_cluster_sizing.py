@@ -7,7 +7,14 @@ import pytest
 
 from prunebench.errors import PrunebenchError
 from prunebench.study import cluster
-from prunebench.study.cluster import Node, Request, check_cluster, parse_nodes, parse_partitions, unschedulable
+from prunebench.study.cluster import (
+    Node,
+    Request,
+    check_cluster,
+    parse_nodes,
+    parse_partitions,
+    unschedulable,
+)
 from prunebench.study.sizing import (
     memory_mb,
     parameter_count,
@@ -45,7 +52,10 @@ def test_an_unreadable_hub_model_is_sized_as_assumed_with_a_warning(capsys, monk
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert parameter_count({"path": "nobody/not-cached-model", "dtype": "float16"}) == 8_000_000_000
-    assert "cannot read the config of nobody/not-cached-model here; its jobs are sized for 8B" in capsys.readouterr().err
+    assert (
+        "cannot read the config of nobody/not-cached-model here; its jobs are sized for 8B"
+        in capsys.readouterr().err
+    )
 
 
 NODES = """NodeName=n1 Arch=x86_64 CoresPerSocket=1 CPUAlloc=0 CPUTot=2 CPULoad=0.1 Gres=gpu:2 RealMemory=21700 Partitions=debug,gpu State=IDLE
@@ -84,6 +94,8 @@ def test_jobs_that_no_node_can_run_are_named_once_per_rule():
 def test_check_cluster_raises_one_error_from_scontrol(monkeypatch):
     monkeypatch.setattr(cluster.shutil, "which", lambda name: "/usr/bin/scontrol")
     monkeypatch.setattr(cluster, "_scontrol", lambda *args: NODES if args[1] == "node" else PARTITIONS)
-    with pytest.raises(PrunebenchError, match=r"^jobs the cluster cannot schedule \(they would stay PENDING\): job x asks"):
+    with pytest.raises(
+        PrunebenchError, match=r"^jobs the cluster cannot schedule \(they would stay PENDING\): job x asks"
+    ):
         check_cluster([Request("x", 128, 1000, 0, 10, "gpu"), Request("y", 1, 1000, 0, 10)])
     check_cluster([Request("y", 1, 1000, 0, 10)])  # fits: no error

@@ -43,7 +43,13 @@ def test_two_gloo_processes_match_one_process(setup, variant):
     single = str(root / f"single-{variant}")
     with one_thread():
         reference = recover(
-            model, variant, corpus, single, Budget(steps=STEPS), config=RecoveryConfig(**options), show_progress=False
+            model,
+            variant,
+            corpus,
+            single,
+            Budget(steps=STEPS),
+            config=RecoveryConfig(**options),
+            show_progress=False,
         )
     out = str(root / f"ddp-{variant}")
     argv = ["recover", "--model", model, "--variant", variant, "--data", corpus, "--out", out]
@@ -53,7 +59,8 @@ def test_two_gloo_processes_match_one_process(setup, variant):
     run = subprocess.run(torchrun_argv(2, argv), env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert losses(out) == pytest.approx(losses(single), **TOLERANCE)
-    summary = json.loads(open(os.path.join(out, "summary.json"), encoding="utf-8").read())
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as fh:
+        summary = json.load(fh)
     assert summary["processes"] == 2 and reference["processes"] == 1
     assert summary["tokens_trained"] == reference["tokens_trained"] == STEPS * 4 * 16
     assert summary["val_loss_after"] == pytest.approx(reference["val_loss_after"], **TOLERANCE)
@@ -66,6 +73,8 @@ def test_two_gloo_processes_match_one_process(setup, variant):
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused():
-    with pytest.raises(PrunebenchError, match="batch_size 6 must be a multiple of 4 processes x micro_batch_size 1"):
+    with pytest.raises(
+        PrunebenchError, match="batch_size 6 must be a multiple of 4 processes x micro_batch_size 1"
+    ):
         Parallel(rank=0, world=4).share(6, 1)
     assert Parallel(rank=1, world=2).share(8, 2) == 4

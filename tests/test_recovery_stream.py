@@ -47,7 +47,7 @@ def setup(tmp_path_factory):
 
 
 def test_documents_stream_in_file_order_and_pack_with_eos(setup):
-    root, _, corpus, _ = setup
+    _, _, corpus, _ = setup
     docs = list(open_documents(corpus, "train"))
     assert len(docs) == 40 and docs[0] == make_text(8, 1) and docs[20] == make_text(8, 21)
     tok = make_tokenizer()
@@ -73,7 +73,10 @@ def test_stream_positions_are_deterministic_and_passes_counted(setup, capsys):
     assert wrapped.equal(first[:1])
     assert f"ended after {n} windows of 16 tokens; pass 2 over it begins" in capsys.readouterr().err
     limited = StreamedText(corpus, tok, 16, 1, max_epochs=1)
-    with pytest.raises(PrunebenchError, match=f"ended after {n} windows of 16 tokens; the budget needs more than max_epochs=1"):
+    with pytest.raises(
+        PrunebenchError,
+        match=f"ended after {n} windows of 16 tokens; the budget needs more than max_epochs=1",
+    ):
         limited.stream_batch(n, 1)
 
 
@@ -89,7 +92,13 @@ def test_cpt_streams_a_local_slimpajama_corpus(setup, monkeypatch):
     monkeypatch.setattr(run_module, "prepare_data", spy)
     with one_thread():
         summary = recover(
-            model, "cpt", corpus, str(root / "cpt"), Budget(steps=4), config=RecoveryConfig(**OPTIONS), show_progress=False
+            model,
+            "cpt",
+            corpus,
+            str(root / "cpt"),
+            Budget(steps=4),
+            config=RecoveryConfig(**OPTIONS),
+            show_progress=False,
         )
     assert opened == [True]
     assert summary["data"]["streamed"] == [corpus]
@@ -108,13 +117,26 @@ def test_repeated_data_is_a_warning_in_log_and_summary(setup, capsys):
     with one_thread():
         # 1200 sentences of 4-6 tokens ~ 400 windows of 16: 120 steps x 4 draw them more than once.
         summary = recover(
-            model, "cpt", text, str(root / "repeat"), Budget(steps=120), config=RecoveryConfig(**OPTIONS), show_progress=False
+            model,
+            "cpt",
+            text,
+            str(root / "repeat"),
+            Budget(steps=120),
+            config=RecoveryConfig(**OPTIONS),
+            show_progress=False,
         )
     epochs = summary["data"]["epochs"][text]
-    assert epochs["sequences"] == 480 and epochs["epochs"] == pytest.approx(480 / epochs["sequences_per_epoch"])
+    assert epochs["sequences"] == 480 and epochs["epochs"] == pytest.approx(
+        480 / epochs["sequences_per_epoch"]
+    )
     assert epochs["epochs"] > 1
-    assert summary["warnings"] == [f"{text!r}: the budget makes {epochs['epochs']:.2f} epochs over the data (it repeats)"]
-    assert f"draws 480 sequences from {epochs['sequences_per_epoch']} windows: {epochs['epochs']:.2f} epochs" in capsys.readouterr().err
+    assert summary["warnings"] == [
+        f"{text!r}: the budget makes {epochs['epochs']:.2f} epochs over the data (it repeats)"
+    ]
+    assert (
+        f"draws 480 sequences from {epochs['sequences_per_epoch']} windows: {epochs['epochs']:.2f} epochs"
+        in capsys.readouterr().err
+    )
 
 
 def test_max_epochs_refuses_before_the_model_is_loaded(setup, monkeypatch):
@@ -125,7 +147,10 @@ def test_max_epochs_refuses_before_the_model_is_loaded(setup, monkeypatch):
 
     monkeypatch.setattr(run_module, "load_pretrained", refuse)
     config = RecoveryConfig(**OPTIONS, max_epochs=1)
-    with pytest.raises(PrunebenchError, match=r"the budget of cpt on .* draws 480 sequences from \d+ windows: .* epochs, more than max_epochs=1"):
+    with pytest.raises(
+        PrunebenchError,
+        match=r"the budget of cpt on .* draws 480 sequences from \d+ windows: .* epochs, more than max_epochs=1",
+    ):
         recover(model, "cpt", text, str(root / "refused"), Budget(steps=120), config=config)
     with pytest.raises(PrunebenchError, match="max_epochs must be > 0"):
         RecoveryConfig(max_epochs=0)
@@ -164,8 +189,10 @@ def test_half_precision_trains_float32_master_weights(setup, monkeypatch, dtype,
     assert moments and {m.dtype for m in moments} == {torch.float32}
     assert (state["scaler"].get("scale") is not None) == scaled
     assert summary["precision"] == (
-        f"float32 trainable weights and optimizer states, {name} autocast" + (", dynamic loss scaling" if scaled else "")
+        f"float32 trainable weights and optimizer states, {name} autocast"
+        + (", dynamic loss scaling" if scaled else "")
     )
-    config = json.loads(open(os.path.join(root, f"mixed-{name}", "config.json"), encoding="utf-8").read())
+    with open(os.path.join(root, f"mixed-{name}", "config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
     assert config.get("dtype", config.get("torch_dtype")) == name
     assert summary["final_train_loss"] < summary["initial_train_loss"]

@@ -32,6 +32,8 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
     if sm.resources.gpu > 1:  # one process per GPU of the job (torchrun), rank 0 writes the model
         sys.stdout.flush()
-        run = subprocess.run(torchrun_argv(sm.resources.gpu, [*argv, "--no-progress"]), stdout=sys.stdout, stderr=sys.stderr)
+        run = subprocess.run(
+            torchrun_argv(sm.resources.gpu, [*argv, "--no-progress"]), stdout=sys.stdout, stderr=sys.stderr
+        )
         raise SystemExit(run.returncode)
     raise SystemExit(main(argv))

@@ -14,7 +14,6 @@ from prunebench.options import parse_option
 SEVEN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SCHEDULES = ("linear", "cosine")
 CFSP_IMPORTANCES = ("angular_distance", "coarse_importance")
-SHARDINGS = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,6 @@ class RecoveryConfig:
     importance_nsamples: int = 32  # cfsp_lora: calibration sequences for the coarse importance
     cfsp_importance: str = "angular_distance"  # cfsp_lora's layer score: angular_distance | coarse_importance
     max_epochs: float | None = None  # refuse a budget that needs more passes over the data (None: warn only)
-    sharding: str = "ddp"  # several processes: ddp (a replica each) | fsdp (CPT: weights and states sharded)
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "seqlen", "lora_r", "save_every", "importance_nsamples")
@@ -78,8 +76,6 @@ class RecoveryConfig:
             )
         if self.max_epochs is not None and not self.max_epochs > 0:
             raise PrunebenchError(f"max_epochs must be > 0, got {self.max_epochs}")
-        if self.sharding not in SHARDINGS:
-            raise PrunebenchError(f"unknown sharding {self.sharding!r}; choose one of {', '.join(SHARDINGS)}")
         if not self.target_modules:
             raise PrunebenchError("target_modules is empty: LoRA needs at least one module name")
 

@@ -29,7 +29,13 @@ from prunebench.data import load_text, tokenize
 from prunebench.data.text import check_text_source
 from prunebench.errors import PrunebenchError, warn
 from prunebench.files import DEFAULT_ENCODING, check_decodes, read_text_file
-from prunebench.recovery.stream import StreamedText, check_streamed_source, is_streamed_source, open_documents, packed_windows
+from prunebench.recovery.stream import (
+    StreamedText,
+    check_streamed_source,
+    is_streamed_source,
+    open_documents,
+    packed_windows,
+)
 
 IGNORE = -100
 ALPACA_HUB_ID = "yahma/alpaca-cleaned"
@@ -214,7 +220,9 @@ def check_data_source(source: str, encoding: str = DEFAULT_ENCODING) -> None:
         check_text_source(source, "train", encoding)
 
 
-def check_epochs(data: SequenceData | StreamedText, examples: int, max_epochs: float | None, what: str) -> None:
+def check_epochs(
+    data: SequenceData | StreamedText, examples: int, max_epochs: float | None, what: str
+) -> None:
     """Before training: ``examples`` drawn from ``data`` (a phase's steps x batch) fit in
     ``max_epochs`` passes over it, else a ``PrunebenchError``; more than one pass is a warning.
     A streamed corpus is checked as it is read (its length is known only when it ends)."""

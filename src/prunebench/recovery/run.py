@@ -32,6 +32,8 @@ from prunebench.recovery.config import Budget, RecoveryConfig
 from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
 from prunebench.recovery.data import SequenceData, check_data_source, check_epochs, prepare_data
 from prunebench.recovery.lora import attach_lora, lora_targets, merge_lora
+from prunebench.recovery.parallel import precision_for, start
+from prunebench.recovery.stream import StreamedText, is_streamed_source
 from prunebench.recovery.training import (
     LOG_COLUMNS,
     Checkpointer,
@@ -40,8 +42,6 @@ from prunebench.recovery.training import (
     evaluate_loss,
     train_phase,
 )
-from prunebench.recovery.parallel import precision_for, start
-from prunebench.recovery.stream import StreamedText, is_streamed_source
 from prunebench.recovery.variants import RankContext, get_variant
 
 CHECKPOINT_SUBDIR = "resume"

@@ -52,9 +52,7 @@ def _shards(directory: str, split: str) -> tuple[str, list[str]]:
     found = {suffix: [f for f in files if f.endswith(suffix)] for suffix in SHARD_SUFFIXES}
     kinds = {SHARD_SUFFIXES[s] for s, fs in found.items() if fs}
     if not kinds:
-        raise PrunebenchError(
-            f"{root} holds no corpus shards ({', '.join('*' + s for s in SHARD_SUFFIXES)})"
-        )
+        raise PrunebenchError(f"{root} holds no corpus shards ({', '.join('*' + s for s in SHARD_SUFFIXES)})")
     if len(kinds) > 1:
         raise PrunebenchError(f"{root} mixes json and parquet shards; keep one format per split")
     shard_files = sorted(f for fs in found.values() for f in fs)

@@ -30,6 +30,8 @@ from prunebench.recovery.parallel import Parallel, Precision, no_sync, wrap
 from prunebench.recovery.stream import StreamedText
 
 LOG_COLUMNS = ("phase", "step", "tokens", "loss", "lr", "elapsed")
+FLOAT32 = Precision(None)
+ALONE = Parallel()
 
 
 @dataclass
@@ -201,8 +203,8 @@ def train_phase(
     checkpointer: Checkpointer,
     resume: dict | None = None,
     show_progress: bool = True,
-    precision: Precision = Precision(None),
-    parallel: Parallel = Parallel(),
+    precision: Precision = FLOAT32,
+    parallel: Parallel = ALONE,
 ) -> None:
     """Train ``phase.steps`` optimizer steps of the trainable parameters of ``model`` in place.
 

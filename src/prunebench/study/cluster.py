@@ -113,7 +113,9 @@ def unschedulable(
         where = f"partition {partition}" if partition else "the cluster"
         if not fits:
             largest = ", ".join(f"{n.name}: {n.cpus} CPUs, {n.memory_mb} MB, {n.gpus} GPUs" for n in pool[:3])
-            lines[rule] = f"job {req.job} asks {req.describe()}; no node of {where} has that ({largest or 'no nodes'})"
+            lines[rule] = (
+                f"job {req.job} asks {req.describe()}; no node of {where} has that ({largest or 'no nodes'})"
+            )
         elif limit is not None and req.runtime_min and req.runtime_min > limit:
             lines[rule] = f"job {req.job} asks {req.runtime_min} min; {where} allows at most {limit} min"
     return list(lines.values())
@@ -125,7 +127,9 @@ def _scontrol(*args: str) -> str:
             ["scontrol", "-o", *args], capture_output=True, text=True, check=True, timeout=60
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        raise PrunebenchError(f"cannot ask Slurm for its nodes (scontrol -o {' '.join(args)}): {exc}") from None
+        raise PrunebenchError(
+            f"cannot ask Slurm for its nodes (scontrol -o {' '.join(args)}): {exc}"
+        ) from None
 
 
 def check_cluster(requests: list[Request]) -> None:

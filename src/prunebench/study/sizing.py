@@ -65,15 +65,12 @@ def _count(kind: str, source: str) -> int | None:
 
 def parameter_count(spec: dict[str, Any]) -> int:
     """Parameters of a study model (``config.models.<name>``); ``ASSUMED_PARAMETERS`` when unknown."""
-    if "gguf" in spec:
-        count = _count("gguf", spec["gguf"]["source"])
-    else:
-        count = _count("path", spec["path"])
+    count = _count("gguf", spec["gguf"]["source"]) if "gguf" in spec else _count("path", spec["path"])
     return ASSUMED_PARAMETERS if count is None else count
 
 
 def _round_up(mb: float, step: int = 1000) -> int:
-    return int(math.ceil(mb / step) * step)
+    return math.ceil(mb / step) * step
 
 
 def memory_mb(rule: str, parameters: int, dtype: str, full_training: bool = False) -> int:
@@ -87,13 +84,13 @@ def memory_mb(rule: str, parameters: int, dtype: str, full_training: bool = Fals
 def runtime_min(rule: str, parameters: int, units: int = 1) -> int:
     """Wall time of a job of ``rule`` (minutes); ``units``: eval_ppl's data set x window pairs."""
     per_billion = MINUTES_PER_BILLION.get(rule, 0)
-    return int(math.ceil(MINIMUM_MINUTES + per_billion * units * parameters / 1e9))
+    return math.ceil(MINIMUM_MINUTES + per_billion * units * parameters / 1e9)
 
 
 def recovery_runtime_min(parameters: int, tokens: int, full_training: bool, gpus: int = 1) -> int:
     """Wall time of a recover job: training FLOPs (6 or 4 x P x T) over ``gpus`` x ``GPU_FLOPS``."""
     flops = (6 if full_training else 4) * parameters * tokens
-    return int(math.ceil(MINIMUM_MINUTES + MARGIN * flops / (max(gpus, 1) * GPU_FLOPS) / 60))
+    return math.ceil(MINIMUM_MINUTES + MARGIN * flops / (max(gpus, 1) * GPU_FLOPS) / 60)
 
 
 def recovery_tokens(spec: dict[str, Any]) -> int:
