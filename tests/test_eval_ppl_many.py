@@ -38,7 +38,9 @@ def test_every_text_and_window_with_one_model_load(tmp_path, monkeypatch):
     assert main([*argv, *(f"--out={o}" for o in outs)]) == 0
     assert loads == [MODEL]
     for out, (text, seqlen) in zip(
-        outs, [(CORPUS, 16), (CORPUS, 32), (str(text_file), 16), (str(text_file), 32)]
+        outs,
+        [(CORPUS, 16), (CORPUS, 32), (str(text_file), 16), (str(text_file), 32)],
+        strict=True,
     ):
         alone = tmp_path / f"alone-{out.name}"
         single = [
