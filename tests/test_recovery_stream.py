@@ -196,3 +196,21 @@ def test_half_precision_trains_float32_master_weights(setup, monkeypatch, dtype,
         config = json.load(fh)
     assert config.get("dtype", config.get("torch_dtype")) == name
     assert summary["final_train_loss"] < summary["initial_train_loss"]
+
+
+def test_the_report_lists_the_repeated_data_warnings(tmp_path, monkeypatch):
+    import yaml
+
+    from prunebench.report.html import _recovery_warnings
+    from prunebench.study import validate_config, variants
+
+    with open("config/tiny.yaml", encoding="utf-8") as fh:
+        config = validate_config(yaml.safe_load(fh), files=False)
+    monkeypatch.chdir(tmp_path)
+    recovered = [v for v in variants(config) if v.recovery != "none"]
+    assert recovered and _recovery_warnings(config) == []
+    line = "'corpus': the budget makes 2.50 epochs over the data (it repeats)"
+    os.makedirs(os.path.join(recovered[0].directory, "model"))
+    with open(os.path.join(recovered[0].directory, "model", "summary.json"), "w", encoding="utf-8") as fh:
+        json.dump({"warnings": [line]}, fh)
+    assert _recovery_warnings(config) == [f"{recovered[0].directory}: {line}"]
