@@ -84,10 +84,10 @@ def test_jobs_that_no_node_can_run_are_named_once_per_rule():
         Request("collect", 1, 1000, 0, 10),
     ]
     assert unschedulable(requests, nodes, limits, default) == [
-        "job recover (model=a) asks 4 CPUs, 48000 MB, 1 GPUs, 30 min; no node of partition debug has that "
-        "(n1: 2 CPUs, 21700 MB, 2 GPUs)",
         "job eval_ppl (model=a) asks 120 min; partition debug allows at most 60 min",
         "job prune (model=a) asks for partition 'long', which the cluster lacks",
+        "job recover (model=a) asks 4 CPUs, 48000 MB, 1 GPUs, 30 min; no node of partition debug has that "
+        "(n1: 2 CPUs, 21700 MB, 2 GPUs)",
     ]
 
 
@@ -99,3 +99,63 @@ def test_check_cluster_raises_one_error_from_scontrol(monkeypatch):
     ):
         check_cluster([Request("x", 128, 1000, 0, 10, "gpu"), Request("y", 1, 1000, 0, 10)])
     check_cluster([Request("y", 1, 1000, 0, 10)])  # fits: no error
+
+
+FAKE_SLURM = {
+    # A one-node cluster of 2 CPUs (the machine docs/slurm.md's hand test used to advertise): the
+    # profile's GPU rules ask 4. sbatch records any submission (there must be none).
+    "scontrol": """case "$*" in
+  *"show node"*) echo "NodeName=localhost CPUTot=2 RealMemory=21700 Gres=gpu:2 Partitions=debug State=IDLE" ;;
+  *"show partition"*) echo "PartitionName=debug Default=YES MaxTime=UNLIMITED Nodes=localhost" ;;
+  *"show config"*) echo "MinJobAge = 300 sec" ;;
+  *) exit 1 ;;
+esac""",
+    "sinfo": 'echo "debug*"',
+    "sbatch": 'echo "$*" >> "$(dirname "$0")/submitted"; exit 1',
+    "sacct": "exit 0",
+    "sacctmgr": "echo ci",
+    "squeue": "exit 0",
+}
+
+
+@pytest.mark.slow
+def test_the_workflow_stops_before_submitting_jobs_no_node_can_run(tmp_path):
+    """Through the Slurm executor and profile against stand-in Slurm commands: the onstart check
+    names the jobs and Snakemake exits before any sbatch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKE_SLURM.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    for entry in repo.iterdir():
+        if not entry.name.startswith(".") and entry.name not in ("results", "logs"):
+            (work / entry.name).symlink_to(entry)
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--configfile", "config/tiny.yaml"]
+        + ["--default-resources", "slurm_partition=debug", "slurm_account=ci", "mem_mb=4000", "runtime=30"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert (
+        "prunebench: error: jobs the cluster cannot schedule (they would stay PENDING): job eval_latency"
+        in run.stderr
+    )
+    assert (
+        "job score (model=tiny, library_method=magnitude-sp) asks 4 CPUs, 4000 MB, 1 GPUs, 16 min; no node "
+        "of partition debug has that (localhost: 2 CPUs, 21700 MB, 2 GPUs)"
+    ) in run.stderr
+    assert not (bin_dir / "submitted").exists()

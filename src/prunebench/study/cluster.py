@@ -97,7 +97,7 @@ def parse_partitions(text: str) -> tuple[dict[str, int | None], str | None]:
 def unschedulable(
     requests: list[Request], nodes: list[Node], max_times: dict[str, int | None], default: str | None
 ) -> list[str]:
-    """One line for the first job of each rule that no node of its partition can run."""
+    """One line for the first job of each rule that no node of its partition can run, by rule name."""
     lines: dict[str, str] = {}
     for req in requests:
         rule = req.job.split(" ", 1)[0]
@@ -118,7 +118,7 @@ def unschedulable(
             )
         elif limit is not None and req.runtime_min and req.runtime_min > limit:
             lines[rule] = f"job {req.job} asks {req.runtime_min} min; {where} allows at most {limit} min"
-    return list(lines.values())
+    return [lines[rule] for rule in sorted(lines)]
 
 
 def _scontrol(*args: str) -> str:
