@@ -141,8 +141,24 @@ def test_the_workflow_stops_before_submitting_jobs_no_node_can_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--configfile", "config/tiny.yaml"]
-        + ["--default-resources", "slurm_partition=debug", "slurm_account=ci", "mem_mb=4000", "runtime=30"],
+        [
+            *(
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--profile",
+                "profiles/slurm",
+                "--configfile",
+                "config/tiny.yaml",
+            ),
+            *(
+                "--default-resources",
+                "slurm_partition=debug",
+                "slurm_account=ci",
+                "mem_mb=4000",
+                "runtime=30",
+            ),
+        ],
         cwd=work,
         env=env,
         capture_output=True,
