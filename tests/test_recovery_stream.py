@@ -5,6 +5,7 @@ float32 master weights (fp16: loss scaling)."""
 from __future__ import annotations
 
 import json
+import re
 import os
 
 import pytest
@@ -214,3 +215,29 @@ def test_the_report_lists_the_repeated_data_warnings(tmp_path, monkeypatch):
     with open(os.path.join(recovered[0].directory, "model", "summary.json"), "w", encoding="utf-8") as fh:
         json.dump({"warnings": [line]}, fh)
     assert _recovery_warnings(config) == [f"{recovered[0].directory}: {line}"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"data": "slimpajama"},
+            "config.recovery.lora.data: 'slimpajama' is a streamed pretraining corpus, read by CPT phases "
+            "only; lora has a LoRA phase",
+        ),
+        ({"gpus": 2}, "config.recovery.lora.gpus: 2 GPUs need models on cuda, but tiny run on cpu"),
+    ],
+)
+def test_study_config_refuses_streamed_lora_data_and_gpus_off_cuda(change, message, monkeypatch):
+    from pathlib import Path
+
+    import yaml
+
+    from prunebench.study import validate_config
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    with open("config/tiny.yaml", encoding="utf-8") as fh:
+        config = yaml.safe_load(fh)
+    config["recovery"]["lora"].update(change)
+    with pytest.raises(PrunebenchError, match=re.escape(message)):
+        validate_config(config)
