@@ -5,8 +5,8 @@ float32 master weights (fp16: loss scaling)."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 
 import pytest
 import torch
