@@ -167,7 +167,11 @@ def _check_texts(config: dict[str, Any], problems: Problems) -> None:
             continue
         with problems.under(f"config.recovery.{name}.data"):
             check_data_source(spec["data"], encoding)
-            if is_streamed_source(spec["data"]) and spec["data"] != "c4" and "lora" in get_variant(name).phases:
+            if (
+                is_streamed_source(spec["data"])
+                and spec["data"] != "c4"
+                and "lora" in get_variant(name).phases
+            ):
                 raise PrunebenchError(
                     f"{spec['data']!r} is a streamed pretraining corpus, read by CPT phases only; "
                     f"{name} has a LoRA phase"
