@@ -20,7 +20,8 @@ Packing (as Hugging Face's ``run_clm``): each document's tokens (no special toke
 by EOS, concatenated, cut into consecutive windows; the last partial window of a pass is dropped.
 The corpus is read in its stored order (SlimPajama and C4 are shuffled when built), so the window at
 stream position ``p`` is a pure function of ``p``; a resumed run reads (and skips) the windows
-before its position again, tokenizing them without training on them.
+before its position again, tokenizing them without training on them. With several data-parallel
+processes each reads the stream and keeps its own share of every batch.
 """
 
 from __future__ import annotations
