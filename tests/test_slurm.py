@@ -163,6 +163,27 @@ def _rule(comment: str) -> str:
     return match.group(1)
 
 
+def _sized(rule: str) -> dict:
+    """Memory and run time the workflow computes for a job of ``rule`` on the tiny study's model."""
+    from prunebench.study import sizing
+
+    study = yaml.safe_load((REPO / CONFIGFILE).read_text())
+    spec = {"dtype": "float32", **next(iter(study["models"].values()))}
+    params = sizing.parameter_count({**spec, "path": str(REPO / spec["path"])})
+    if rule == "recover":
+        lora = study["recovery"]["lora"]
+        return {
+            "mem_mb": sizing.memory_mb(rule, params, spec["dtype"]),
+            "runtime": sizing.recovery_runtime_min(params, sizing.recovery_tokens(lora), False),
+        }
+    if rule in ("score", "prune", "apply_rule_plan", "eval_ppl", "eval_zeroshot", "eval_latency"):
+        return {
+            "mem_mb": sizing.memory_mb(rule, params, spec["dtype"]),
+            "runtime": sizing.runtime_min(rule, params),
+        }
+    return {}
+
+
 def test_workflow_through_slurm_matches_local_run(slurm_cluster, tmp_path):
     local = _snakemake(_workdir(tmp_path / "local"), "--cores", "2", timeout_s=RUN_TIMEOUT_S)
     assert local.returncode == 0, f"local run failed:\n{local.stderr[-4000:]}"
@@ -199,10 +220,11 @@ def test_workflow_through_slurm_matches_local_run(slurm_cluster, tmp_path):
     assert set(jobs.State) == {"COMPLETED"}, jobs.to_string()
     assert set(jobs.Account) == {ACCOUNT} and set(jobs.Partition) == {PARTITION}, jobs.to_string()
 
-    # Each allocation has what the profile asks for its rule: CPUs, memory, run time, and GPUs.
+    # Each allocation has what the profile asks for its rule: CPUs, memory, run time, and GPUs; the
+    # model rules' memory and time are sized from the tiny model (recover: its CPU model asks no GPU).
     for job in jobs.itertuples():
         rule = _rule(job.Comment)
-        want = profile["default-resources"] | profile["set-resources"].get(rule, {})
+        want = profile["default-resources"] | _sized(rule) | profile["set-resources"].get(rule, {})
         tres = _tres(job.AllocTRES)
         if rule in profile["set-threads"]:
             assert tres["cpu"] == str(profile["set-threads"][rule]), (rule, job.AllocTRES)

@@ -8,8 +8,17 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
 from prunebench.study import validate_config, variants
 from prunebench.study.checks import check_devices
+from prunebench.study.cluster import Request, check_cluster
 from prunebench.study.grid import DENSE, ratio_of, ratio_tag, study_root
+from prunebench.recovery.variants import get_variant
 from prunebench.study.loading import check_study_files
+from prunebench.study.sizing import (
+    memory_mb,
+    parameter_count,
+    recovery_runtime_min,
+    recovery_tokens,
+    runtime_min,
+)
 
 # The default study; `--configfile config/other.yaml` replaces it instead of being merged into it.
 # Snakemake reads config files itself: it keeps the last of two equal keys and reports a syntax
@@ -28,14 +37,37 @@ except PrunebenchError as exc:
     sys.exit(f"prunebench: error: {exc}")
 
 
-# Devices are checked where the jobs run: here, unless an executor sends them elsewhere (Slurm). A
-# dry run runs no hooks; a job given a device it lacks stops before loading anything.
+# Devices are checked where the jobs run: here, unless an executor sends them elsewhere (Slurm: there
+# every job's request is checked against the cluster's nodes first, so that none waits PENDING for
+# ever). A dry run runs no hooks; a job given a device it lacks stops before loading anything.
 onstart:
-    if workflow.local_exec:
-        try:
+    try:
+        if workflow.local_exec:
             check_devices(config)
-        except PrunebenchError as exc:
-            sys.exit(f"prunebench: error: {exc}")
+        elif workflow.executor_plugin.cli_prefix == "slurm":
+            check_cluster(slurm_requests())
+    except PrunebenchError as exc:
+        sys.exit(f"prunebench: error: {exc}")
+
+
+def slurm_requests():
+    """What each job about to run asks of Slurm (CPUs, memory, GPUs, time, partition)."""
+    requests = []
+    for job in workflow.dag.needrun_jobs():
+        if job.is_local:
+            continue
+        res = job.resources
+        requests.append(
+            Request(
+                f"{job.rule.name} ({', '.join(f'{k}={v}' for k, v in job.wildcards_dict.items())})",
+                int(res.get("cpus_per_task", 0) or job.threads),
+                int(res.get("mem_mb", 0) or 0),
+                int(res.get("gpu", 0) or 0),
+                int(res.get("runtime", 0) or 0) or None,
+                res.get("slurm_partition") or None,
+            )
+        )
+    return requests
 
 
 MODELS = list(config["models"])
@@ -48,6 +80,8 @@ EVAL = config["evaluation"]
 VARIANTS = variants(config)
 # Every output of the study lies under results/<study>/, so several studies coexist.
 RESULTS = study_root(config)
+# (data set, window) of every perplexity result, data sets outermost (the order of eval_ppl's outputs).
+PPL_PAIRS = [(dataset, seqlen) for dataset in EVAL["ppl"]["datasets"] for seqlen in EVAL["ppl"]["seqlens"]]
 LOGS = f"{RESULTS}/logs"
 VARIANT_LABELS = {"model": "{model}", "method": "{method}", "ratio": "{ratio}", "recovery": "{recovery}"}
 BENCH = f"{RESULTS}/benchmarks"
@@ -65,8 +99,6 @@ wildcard_constraints:
     ratio=_alternatives(RATIOS + [ratio_tag(0.0)]),
     recovery=_alternatives(RECOVERIES),
     trained=_alternatives([r for r in RECOVERIES if r != "none"]),
-    dataset=_alternatives(EVAL["ppl"]["datasets"]),
-    seqlen=r"\d+",
 
 
 def rule_method_modules():
@@ -117,6 +149,36 @@ def gpu_count(wildcards):
     return 1 if model_spec(wildcards)["device"].startswith("cuda") else 0
 
 
+def recovery_gpus(wildcards):
+    """GPUs of a recover job: the variant's ``gpus`` (one process each), none for a CPU model."""
+    return recovery_spec(wildcards)["gpus"] if gpu_count(wildcards) else 0
+
+
+def sized_mem_mb(rule):
+    """Host memory (MB) of a job of ``rule``, from its model's size and dtype (prunebench.study.sizing)."""
+
+    def mem_mb(wildcards):
+        spec = model_spec(wildcards)
+        full = rule == "recover" and "cpt" in get_variant(wildcards.trained).phases
+        return memory_mb(rule, parameter_count(spec), spec["dtype"], full)
+
+    return mem_mb
+
+
+def sized_runtime(rule):
+    """Wall time (minutes) of a job of ``rule``, from its model's size (and recovery's tokens)."""
+
+    def runtime(wildcards):
+        parameters = parameter_count(model_spec(wildcards))
+        if rule == "recover":
+            spec = recovery_spec(wildcards)
+            full = "cpt" in get_variant(wildcards.trained).phases
+            return recovery_runtime_min(parameters, recovery_tokens(spec), full, spec["gpus"])
+        return runtime_min(rule, parameters, len(PPL_PAIRS) if rule == "eval_ppl" else 1)
+
+    return runtime
+
+
 def registered_method(name):
     """The registry name a config entry runs (its ``method:``, default its key)."""
     return config["methods"][name].get("method", name)
@@ -164,11 +226,7 @@ def recovery_scores(wildcards):
 
 
 def eval_outputs(variant):
-    out = [
-        f"{variant.directory}/eval/ppl_{dataset}_{seqlen}.json"
-        for dataset in EVAL["ppl"]["datasets"]
-        for seqlen in EVAL["ppl"]["seqlens"]
-    ]
+    out = [f"{variant.directory}/eval/ppl_{dataset}_{seqlen}.json" for dataset, seqlen in PPL_PAIRS]
     if EVAL["zeroshot"]["tasks"]:
         out.append(f"{variant.directory}/eval/zeroshot.json")
     # Recovery changes weights, not shapes (LoRA is merged): latency is measured once per pruned shape.

@@ -1,18 +1,22 @@
 rule eval_ppl:
-    """Perplexity on one data set at one window length."""
+    """Perplexity on every data set at every window length, the model loaded once; one JSON each, so
+    that each result stays its own file for the tables and the report."""
     input:
         model=variant_model_files,
     output:
-        report(
-            RESULTS + "/{model}/{method}/r{ratio}/{recovery}/eval/ppl_{dataset}_{seqlen}.json",
-            caption="../../report/eval_ppl.rst",
-            category="Perplexity",
-            labels=VARIANT_LABELS,
-        ),
+        [
+            report(
+                RESULTS + f"/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/eval/ppl_{dataset}_{seqlen}.json",
+                caption="../../report/eval_ppl.rst",
+                category="Perplexity",
+                labels={**VARIANT_LABELS, "data set": dataset, "window": str(seqlen)},
+            )
+            for dataset, seqlen in PPL_PAIRS
+        ],
     log:
-        f"{LOGS}/eval_ppl/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/{{dataset}}_{{seqlen}}.log",
+        f"{LOGS}/eval_ppl/{{model}}/{{method}}/r{{ratio}}/{{recovery}}.log",
     benchmark:
-        f"{BENCH}/evaluate/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/ppl_{{dataset}}_{{seqlen}}.tsv"
+        f"{BENCH}/evaluate/{{model}}/{{method}}/r{{ratio}}/{{recovery}}/ppl.tsv"
     params:
         model=variant_model,
         ppl=EVAL["ppl"],
@@ -20,6 +24,8 @@ rule eval_ppl:
         encoding=config["text_encoding"],
     threads: 1
     resources:
+        mem_mb=sized_mem_mb("eval_ppl"),
+        runtime=sized_runtime("eval_ppl"),
         gpu=gpu_count,
     conda:
         "../../envs/prunebench.yaml"
@@ -49,6 +55,8 @@ rule eval_zeroshot:
         seed=config["seed"],
     threads: 1
     resources:
+        mem_mb=sized_mem_mb("eval_zeroshot"),
+        runtime=sized_runtime("eval_zeroshot"),
         gpu=gpu_count,
     conda:
         "../../envs/prunebench.yaml"
@@ -84,6 +92,8 @@ rule eval_latency:
         spec=model_spec,
     threads: 1024
     resources:
+        mem_mb=sized_mem_mb("eval_latency"),
+        runtime=sized_runtime("eval_latency"),
         gpu=gpu_count,
     conda:
         "../../envs/prunebench.yaml"

@@ -17,6 +17,8 @@ rule score:
         encoding=config["text_encoding"],
     threads: 1
     resources:
+        mem_mb=sized_mem_mb("score"),
+        runtime=sized_runtime("score"),
         gpu=gpu_count,
     conda:
         "../../envs/prunebench.yaml"
@@ -43,6 +45,8 @@ rule prune:
         spec=model_spec,
     threads: 1
     resources:
+        mem_mb=sized_mem_mb("prune"),
+        runtime=sized_runtime("prune"),
         gpu=gpu_count,
     conda:
         "../../envs/prunebench.yaml"
@@ -66,6 +70,8 @@ rule apply_rule_plan:
         spec=model_spec,
     threads: 1
     resources:
+        mem_mb=sized_mem_mb("apply_rule_plan"),
+        runtime=sized_runtime("apply_rule_plan"),
         gpu=0,
     conda:
         "../../envs/prunebench.yaml"

@@ -19,7 +19,9 @@ rule recover:
         encoding=config["text_encoding"],
     threads: 1
     resources:
-        gpu=gpu_count,
+        mem_mb=sized_mem_mb("recover"),
+        runtime=sized_runtime("recover"),
+        gpu=recovery_gpus,
     conda:
         "../../envs/prunebench.yaml"
     script:

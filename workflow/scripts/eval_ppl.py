@@ -1,4 +1,4 @@
-"""Perplexity of one model variant on one data set and window length (rule eval_ppl)."""
+"""Perplexity of one model variant on every data set at every window length (rule eval_ppl)."""
 
 from prunebench.cli import main
 from prunebench.study.script import logged
@@ -6,9 +6,14 @@ from prunebench.study.script import logged
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
     ppl = sm.params.ppl
-    argv = ["eval", "ppl", "--model", sm.params.model, "--out", sm.output[0]]
-    argv += ["--text", ppl["datasets"][sm.wildcards.dataset], "--split", ppl["split"]]
-    argv += ["--seqlen", sm.wildcards.seqlen, "--batch-size", str(ppl["batch_size"])]
+    argv = ["eval", "ppl", "--model", sm.params.model, "--split", ppl["split"]]
+    for source in ppl["datasets"].values():  # the order of the rule's outputs: data sets outermost
+        argv += ["--text", source]
+    for seqlen in ppl["seqlens"]:
+        argv += ["--seqlen", str(seqlen)]
+    for out in sm.output:
+        argv += ["--out", out]
+    argv += ["--batch-size", str(ppl["batch_size"])]
     argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
     argv += ["--encoding", sm.params.encoding]
     if ppl["bos"]:

@@ -1,6 +1,10 @@
-"""Recover a pruned model under the study's budget (rule recover)."""
+"""Recover a pruned model under the study's budget (rule recover); data-parallel over the job's GPUs."""
+
+import subprocess
+import sys
 
 from prunebench.cli import main
+from prunebench.recovery.parallel import torchrun_argv
 from prunebench.study.script import logged, params_argv
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
@@ -25,4 +29,11 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     if sm.input.scores:
         argv += ["--scores", sm.input.scores]
     argv += [*params_argv(spec["params"]), "--encoding", sm.params.encoding]
-    raise SystemExit(main([*argv, "--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]))
+    argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
+    if sm.resources.gpu > 1:  # one process per GPU of the job (torchrun), rank 0 writes the model
+        sys.stdout.flush()
+        run = subprocess.run(
+            torchrun_argv(sm.resources.gpu, [*argv, "--no-progress"]), stdout=sys.stdout, stderr=sys.stderr
+        )
+        raise SystemExit(run.returncode)
+    raise SystemExit(main(argv))

@@ -26,38 +26,58 @@ RESULT = OutputKind("perplexity result", ("ppl", "tokens", "seqlen"), directory=
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument(
-        "--text", required=True, help="a text file, a directory of splits, or wikitext2, c4, ptb"
+        "--text",
+        required=True,
+        action="append",
+        help="a text file, a directory of splits, or wikitext2, c4, ptb (repeat for several)",
     )
     parser.add_argument("--split", default="test", help="split when --text names a directory or data set")
-    parser.add_argument("--seqlen", type=int, required=True, help="window length in tokens")
+    parser.add_argument(
+        "--seqlen", type=int, required=True, action="append", help="window length in tokens (repeatable)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bos", action="store_true", help="start every window with the BOS token")
     parser.add_argument("--max-windows", type=int, help="evaluate only the first N windows")
     add_encoding_argument(parser)
     parser.add_argument(
-        "--out", required=True, help="result JSON (new, or an earlier result of this command: replaced)"
+        "--out",
+        required=True,
+        action="append",
+        help="result JSON (new, or an earlier result of this command: replaced); one per --text x "
+        "--seqlen pair, texts outermost",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    """Every text x window length with the model loaded once; each result is written as it is done."""
     device = device_of(args)
-    check_options(args.seqlen, args.batch_size, args.max_windows)
-    check_output(args.out, RESULT)
-    check_seqlen(args.model, args.seqlen)
-    text = load_text(args.text, args.split, encoding_of(args))
+    pairs = [(text, seqlen) for text in args.text for seqlen in args.seqlen]
+    if len(args.out) != len(pairs):
+        raise PrunebenchError(
+            f"{len(args.out)} --out for {len(args.text)} --text x {len(args.seqlen)} --seqlen = "
+            f"{len(pairs)} results; give one --out per pair"
+        )
+    for seqlen in args.seqlen:
+        check_options(seqlen, args.batch_size, args.max_windows)
+    for out in args.out:
+        check_output(out, RESULT)
+    for seqlen in args.seqlen:
+        check_seqlen(args.model, seqlen)
+    texts = {source: load_text(source, args.split, encoding_of(args)) for source in args.text}
     model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device)
     if tokenizer is None:
         raise PrunebenchError(f"{args.model} has no tokenizer")
-    result = perplexity(
-        model,
-        tokenizer,
-        text,
-        args.seqlen,
-        batch_size=args.batch_size,
-        add_bos=args.bos,
-        max_windows=args.max_windows,
-    )
-    result.update({"model": args.model, "text": args.text, "split": args.split, "dtype": args.dtype})
-    atomic_write_json(args.out, result)
-    print(f"ppl {result['ppl']:.3f} over {result['tokens']} tokens")
+    for (source, seqlen), out in zip(pairs, args.out, strict=True):
+        result = perplexity(
+            model,
+            tokenizer,
+            texts[source],
+            seqlen,
+            batch_size=args.batch_size,
+            add_bos=args.bos,
+            max_windows=args.max_windows,
+        )
+        result.update({"model": args.model, "text": source, "split": args.split, "dtype": args.dtype})
+        atomic_write_json(out, result)
+        print(f"{source} @ {seqlen}: ppl {result['ppl']:.3f} over {result['tokens']} tokens")
     return 0

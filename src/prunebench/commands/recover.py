@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         help="training data: a text file / split directory / corpus name (wikitext2, c4, ...), "
-        "or alpaca (Hub) / a local .json(l) of instruction records",
+        "or alpaca (Hub) / a local .json(l) of instruction records; CPT streams slimpajama, c4 and "
+        "local SlimPajama-shaped corpora (DIR/train/**/*.jsonl.zst)",
     )
     parser.add_argument(
         "--out", required=True, help="new or empty directory, or an earlier recovered model (replaced)"

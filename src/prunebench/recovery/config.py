@@ -47,6 +47,7 @@ class RecoveryConfig:
     val_batches: int = 8  # validation loss on at most val_batches x batch_size sequences
     importance_nsamples: int = 32  # cfsp_lora: calibration sequences for the coarse importance
     cfsp_importance: str = "angular_distance"  # cfsp_lora's layer score: angular_distance | coarse_importance
+    max_epochs: float | None = None  # refuse a budget that needs more passes over the data (None: warn only)
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "seqlen", "lora_r", "save_every", "importance_nsamples")
@@ -73,6 +74,8 @@ class RecoveryConfig:
             raise PrunebenchError(
                 f"unknown cfsp_importance {self.cfsp_importance!r}; choose one of {', '.join(CFSP_IMPORTANCES)}"
             )
+        if self.max_epochs is not None and not self.max_epochs > 0:
+            raise PrunebenchError(f"max_epochs must be > 0, got {self.max_epochs}")
         if not self.target_modules:
             raise PrunebenchError("target_modules is empty: LoRA needs at least one module name")
 

@@ -12,6 +12,9 @@
 
 Batches are drawn from an endless stream of seeded epoch permutations, so the batch of any step is a
 pure function of (seed, step): a resumed run sees exactly the batches an uninterrupted one would.
+Such data repeats once the budget exceeds it: the epochs are counted (:func:`check_epochs`).
+Pretraining corpora too large to hold (``slimpajama``, ``c4``, a local sharded corpus) are streamed
+instead, for CPT phases (:mod:`prunebench.recovery.stream`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from prunebench.data import load_text, tokenize
 from prunebench.data.text import check_text_source
 from prunebench.errors import PrunebenchError, warn
 from prunebench.files import DEFAULT_ENCODING, check_decodes, read_text_file
+from prunebench.recovery.stream import (
+    StreamedText,
+    check_streamed_source,
+    is_streamed_source,
+    open_documents,
+    packed_windows,
+)
 
 IGNORE = -100
 ALPACA_HUB_ID = "yahma/alpaca-cleaned"
@@ -64,6 +74,15 @@ class SequenceData:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    @property
+    def windows_per_epoch(self) -> int:
+        """Examples in one pass over the data."""
+        return len(self.examples)
+
+    def epochs(self, examples: int) -> float:
+        """Passes over the data that ``examples`` drawn examples make."""
+        return examples / len(self.examples)
 
     def _order(self, epoch: int) -> torch.Tensor:
         if epoch not in self._orders:
@@ -188,9 +207,12 @@ def has_validation_split(source: str) -> bool:
 
 
 def check_data_source(source: str, encoding: str = DEFAULT_ENCODING) -> None:
-    """Before any loading: a local instruction file or text source exists and decodes as ``encoding``
-    (Alpaca and the Hub corpora are not contacted)."""
+    """Before any loading: a local instruction file or text source exists and decodes as ``encoding``,
+    a local sharded corpus has train shards (Alpaca and the Hub corpora are not contacted)."""
     if source == "alpaca":
+        return
+    if is_streamed_source(source):
+        check_streamed_source(source, "train")
         return
     if is_instruction_source(source):
         check_decodes(source, encoding)
@@ -198,16 +220,63 @@ def check_data_source(source: str, encoding: str = DEFAULT_ENCODING) -> None:
         check_text_source(source, "train", encoding)
 
 
+def check_epochs(
+    data: SequenceData | StreamedText, examples: int, max_epochs: float | None, what: str
+) -> None:
+    """Before training: ``examples`` drawn from ``data`` (a phase's steps x batch) fit in
+    ``max_epochs`` passes over it, else a ``PrunebenchError``; more than one pass is a warning.
+    A streamed corpus is checked as it is read (its length is known only when it ends)."""
+    if not isinstance(data, SequenceData):
+        return
+    epochs = data.epochs(examples)
+    if epochs <= 1:
+        return
+    size = f"{len(data)} {'windows' if data.kind == 'text' else 'records'}"
+    if max_epochs is not None and epochs > max_epochs:
+        raise PrunebenchError(
+            f"{what} draws {examples} sequences from {size}: {epochs:.2f} epochs, more than "
+            f"max_epochs={max_epochs:g} (give more data, e.g. a streamed corpus, or a smaller budget)"
+        )
+    warn(f"{what} draws {examples} sequences from {size}: {epochs:.2f} epochs (the data repeats)")
+
+
+def _streamed(source: str, tokenizer, seqlen: int, n_val: int, max_epochs: float | None):
+    """A streamed corpus: training windows read on demand, the first ``n_val`` validation windows."""
+    train = StreamedText(source, tokenizer, seqlen, _pad_id(tokenizer), max_epochs)
+    has_val = source in ("c4", "slimpajama") or os.path.isdir(os.path.join(source, "validation"))
+    if n_val <= 0 or not has_val:
+        return train, None
+    windows = []
+    for window in packed_windows(open_documents(source, "validation"), tokenizer, seqlen):
+        windows.append((window, window))
+        if len(windows) == n_val:
+            break
+    val = SequenceData(windows, _pad_id(tokenizer), 0, "text") if windows else None
+    return train, val
+
+
 def prepare_data(
-    source: str, tokenizer, seqlen: int, seed: int, n_val: int, encoding: str = DEFAULT_ENCODING
-) -> tuple[SequenceData, SequenceData | None]:
+    source: str,
+    tokenizer,
+    seqlen: int,
+    seed: int,
+    n_val: int,
+    encoding: str = DEFAULT_ENCODING,
+    stream: bool = False,
+    max_epochs: float | None = None,
+) -> tuple[SequenceData | StreamedText, SequenceData | None]:
     """Training data and (when the source has one, and ``n_val`` > 0) validation data.
+
+    ``stream`` (CPT phases): a streamed corpus (``slimpajama``, ``c4``, a local sharded corpus) is
+    read on demand as a :class:`StreamedText`, whose passes are limited to ``max_epochs``.
 
     Instruction data: ``n_val`` records are held out by a seeded permutation (LLM-Pruner holds out a
     validation set the same way); records with no response token left after the cut are dropped from
     both (counted in ``dropped``, and a warning), and all of them cut is an error. Text: the source's
     validation split, cut like the training text.
     """
+    if stream and is_streamed_source(source):
+        return _streamed(source, tokenizer, seqlen, n_val, max_epochs)
     pad = _pad_id(tokenizer)
     if is_instruction_source(source):
         records = read_instruction_records(source, encoding)

@@ -24,13 +24,16 @@ from prunebench.errors import PrunebenchError
 from prunebench.files import DEFAULT_ENCODING
 from prunebench.io import OutputKind, atomic_directory, check_output
 from prunebench.models import load_pretrained, save_pretrained
+from prunebench.models.checkpoint import load_tokenizer
 from prunebench.models.context import check_context
 from prunebench.models.device import check_device
 from prunebench.plan import PruningPlan
 from prunebench.recovery.config import Budget, RecoveryConfig
 from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
-from prunebench.recovery.data import SequenceData, check_data_source, prepare_data
+from prunebench.recovery.data import SequenceData, check_data_source, check_epochs, prepare_data
 from prunebench.recovery.lora import attach_lora, lora_targets, merge_lora
+from prunebench.recovery.parallel import precision_for, start
+from prunebench.recovery.stream import StreamedText, is_streamed_source
 from prunebench.recovery.training import (
     LOG_COLUMNS,
     Checkpointer,
@@ -93,6 +96,30 @@ def _load_plan(model_dir: str) -> PruningPlan | None:
     return PruningPlan.load(path)
 
 
+def _phase_offsets(phases: tuple[str, ...], sources: list[str], shares: list[int], batch: int) -> list[int]:
+    """Stream position where each phase starts: after the sequences earlier phases drew from the same
+    source, so that CPT then LoRA on one corpus does not train twice on the same text."""
+    offsets, drawn = [], dict.fromkeys(sources, 0)
+    for source, steps in zip(sources, shares, strict=True):
+        offsets.append(drawn[source])
+        drawn[source] += steps * batch
+    return offsets
+
+
+def _epochs(datasets: dict, sources: list[str], shares: list[int], batch: int) -> dict[str, dict]:
+    """Per source: sequences drawn, sequences in one pass, and the epochs that makes (None: a stream
+    that never ended, i.e. less than one)."""
+    out = {}
+    for source, (train, _) in datasets.items():
+        drawn = sum(steps * batch for s, steps in zip(sources, shares, strict=True) if s == source)
+        out[source] = {
+            "sequences": drawn,
+            "sequences_per_epoch": train.windows_per_epoch,
+            "epochs": train.epochs(drawn),
+        }
+    return out
+
+
 def recover(
     model_dir: str,
     variant: str,
@@ -112,11 +139,17 @@ def recover(
     """Recover a pruned model; returns the summary (also written to ``out_dir/summary.json``).
 
     ``data`` feeds every phase except that ``lora_data`` (default: ``data``) feeds LoRA phases (e.g.
-    C4 for CPT, Alpaca for LoRA); local data files are read as ``encoding``. ``checkpoint_dir`` (default ``out_dir/resume``) holds the resumable
-    state; a rerun with the same arguments continues from it. The weights are loaded in ``dtype``
-    (fp32 by default); on a GPU the forward passes run under bf16 autocast. ``out_dir`` must be
-    absent, empty, an earlier recovered model or an interrupted run's (``PrunebenchError`` otherwise,
-    before the model is loaded).
+    C4 for CPT, Alpaca for LoRA); local data files are read as ``encoding``. CPT phases stream
+    ``slimpajama``, ``c4`` and local sharded corpora (:mod:`prunebench.recovery.stream`).
+    ``checkpoint_dir`` (default ``out_dir/resume``) holds the resumable state; a rerun with the same
+    arguments continues from it. ``dtype`` is the model's precision: the saved model's dtype and the
+    autocast dtype of training (fp16 with loss scaling; float32: bf16 autocast on a GPU, none on a
+    CPU), while trainable weights and optimizer states are float32 (CPT loads the weights in
+    float32; LoRA keeps the frozen base in ``dtype``). Launched by ``torchrun`` with several
+    processes, training is data-parallel and rank 0 writes the output. A budget that needs more
+    than ``config.max_epochs`` passes over its data is refused before the model is loaded; more than
+    one pass is a warning (log and ``summary.json``). ``out_dir`` must be absent, empty, an earlier
+    recovered model or an interrupted run's (``PrunebenchError`` otherwise, before the model is loaded).
     """
     wall_start = time.perf_counter()
     config = config or RecoveryConfig()
@@ -128,30 +161,58 @@ def recover(
     if scores_dir is not None and not os.path.isdir(scores_dir):
         raise PrunebenchError(f"scores directory {scores_dir!r} does not exist")
     sources = [data if phase == "cpt" else (lora_data or data) for phase in spec.phases]
+    for phase, source in zip(spec.phases, sources, strict=True):
+        if phase != "cpt" and is_streamed_source(source) and source != "c4":
+            raise PrunebenchError(
+                f"data source {source!r} is a streamed pretraining corpus, read by CPT phases only; "
+                f"give the {phase} phase a text or instruction source"
+            )
     for source in dict.fromkeys(sources):
         _check_source(source, encoding)
     check_output(out_dir, RECOVERED_MODEL)
     check_context(model_dir, config.seqlen, "recovery seqlen")
     dev = torch.device(check_device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu"))
+    parallel, dev = start(dev)
+    parallel.share(config.batch_size, config.micro_batch)
+    precision = precision_for(dtype, dev)
 
-    model, tokenizer = load_pretrained(model_dir, dtype=dtype, device=str(dev))
+    tokenizer = load_tokenizer(model_dir)
     if tokenizer is None:
         raise PrunebenchError(f"{model_dir!r} has no tokenizer: recovery needs one to read its data")
-    if "lora" in spec.phases:
-        lora_targets(model, config.target_modules)
-    datasets: dict[str, tuple[SequenceData, SequenceData | None]] = {
+    streamed = {source for phase, source in zip(spec.phases, sources, strict=True) if phase == "cpt"}
+    datasets: dict[str, tuple[SequenceData | StreamedText, SequenceData | None]] = {
         source: prepare_data(
-            source, tokenizer, config.seqlen, seed, config.val_batches * config.batch_size, encoding
+            source,
+            tokenizer,
+            config.seqlen,
+            seed,
+            config.val_batches * config.batch_size,
+            encoding,
+            stream=source in streamed,
+            max_epochs=config.max_epochs,
         )
         for source in dict.fromkeys(sources)
     }
+    for source, (train, _) in datasets.items():
+        drawn = sum(n * config.batch_size for s, n in zip(sources, shares, strict=True) if s == source)
+        check_epochs(train, drawn, config.max_epochs, f"the budget of {variant} on {source!r}")
+    offsets = _phase_offsets(spec.phases, sources, shares, config.batch_size)
+
+    # Trainable weights in float32 (master weights): CPT trains every weight; LoRA's adapters are
+    # float32 over a frozen base in the model's dtype.
+    load_dtype = torch.float32 if "cpt" in spec.phases else dtype
+    model, _ = load_pretrained(model_dir, dtype=load_dtype, device=str(dev))
+    if "lora" in spec.phases:
+        lora_targets(model, config.target_modules)
     lora_source = lora_data or data
     torch.manual_seed(seed)
     ranks, rank_notes = spec.layer_ranks(
         RankContext(model, model_dir, datasets[lora_source][0], config, scores_dir)
     )
     val = datasets[sources[-1]][1]
-    val_before = _finite(evaluate_loss(model, val, config.micro_batch), "before training") if val else None
+    val_before = (
+        _finite(evaluate_loss(model, val, config.micro_batch, precision), "before training") if val else None
+    )
 
     fingerprint = {
         "model": os.path.abspath(model_dir) if os.path.exists(model_dir) else model_dir,
@@ -162,6 +223,7 @@ def recover(
         "dtype": str(dtype),
         "config": config.to_dict(),
         "ranks": ranks,
+        "processes": parallel.world,
     }
     checkpointer = Checkpointer(checkpoint_dir or os.path.join(out_dir, CHECKPOINT_SUBDIR), fingerprint)
     resume = checkpointer.load()
@@ -175,7 +237,7 @@ def recover(
             raise PrunebenchError(f"resume state lacks the starting weights of phase {index}; delete it")
         within = resume is not None and "trainable" in resume and resume["progress"]["phase"] == index
         if not within:
-            torch.manual_seed(seed + index)
+            torch.manual_seed(seed + index + 1_000_003 * parallel.rank)  # each process its own dropout
             progress.phase, progress.phase_step = index, 0
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -184,12 +246,14 @@ def recover(
         train_phase(
             trained,
             datasets[sources[index]][0],
-            PhaseSpec(name, phase_steps, weight_decay, betas),
+            PhaseSpec(name, phase_steps, weight_decay, betas, offsets[index]),
             config,
             progress,
             checkpointer,
             resume if within else None,
             show_progress,
+            precision,
+            parallel,
         )
         model = merge_lora(trained) if name == "lora" else trained
         for param in model.parameters():
@@ -197,13 +261,24 @@ def recover(
         if config.gradient_checkpointing:
             model.gradient_checkpointing_disable()
         if index + 1 < len(spec.phases):
-            checkpointer.save_phase_start(index + 1, model)
+            if parallel.main:
+                checkpointer.save_phase_start(index + 1, model)
             progress.phase, progress.phase_step = index + 1, 0
-            checkpointer.save({"progress": vars(progress).copy()})
+            if parallel.main:
+                checkpointer.save({"progress": vars(progress).copy()})
+            parallel.barrier()
 
     model.eval()
-    val_after = _finite(evaluate_loss(model, val, config.micro_batch), "after training") if val else None
+    val_after = (
+        _finite(evaluate_loss(model, val, config.micro_batch, precision), "after training") if val else None
+    )
     memory, memory_kind = peak_memory(dev)
+    epochs = _epochs(datasets, sources, shares, config.batch_size)
+    warnings = [
+        f"{source!r}: the budget makes {e['epochs']:.2f} epochs over the data (it repeats)"
+        for source, e in epochs.items()
+        if e["epochs"] is not None and e["epochs"] > 1
+    ]
     summary = {
         "variant": variant,
         "model": model_dir,
@@ -211,7 +286,10 @@ def recover(
             "sources": dict(zip(spec.phases, sources, strict=True)),
             "kind": datasets[sources[-1]][0].kind,
             "dropped_records": {source: train.dropped for source, (train, _) in datasets.items()},
+            "streamed": sorted(s for s, (train, _) in datasets.items() if isinstance(train, StreamedText)),
+            "epochs": epochs,
         },
+        "warnings": warnings,
         "budget": {
             **budget.to_dict(),
             "total_steps": steps,
@@ -233,8 +311,9 @@ def recover(
         "peak_memory_bytes": memory,
         "peak_memory_kind": memory_kind,
         "device": str(dev),
-        "precision": f"{str(dtype).removeprefix('torch.')} weights"
-        + (", bf16 autocast" if dev.type == "cuda" else ""),
+        "processes": parallel.world,
+        "dtype": str(dtype).removeprefix("torch."),
+        "precision": precision.describe(),
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -242,9 +321,12 @@ def recover(
             "python": platform.python_version(),
         },
     }
-    with atomic_directory(out_dir, RECOVERED_MODEL) as staging:  # model, log and summary appear together
-        save_pretrained(model, staging, tokenizer=tokenizer, plan=_load_plan(model_dir))
-        (staging / "train_log.csv").write_text(log_csv(progress.log), encoding="utf-8")
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    checkpointer.clear()  # inside out_dir it went with the old directory; elsewhere remove it now
+    if parallel.main:
+        model.to(dtype)  # the saved model keeps the model's dtype
+        with atomic_directory(out_dir, RECOVERED_MODEL) as staging:  # model, log and summary appear together
+            save_pretrained(model, staging, tokenizer=tokenizer, plan=_load_plan(model_dir))
+            (staging / "train_log.csv").write_text(log_csv(progress.log), encoding="utf-8")
+            (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        checkpointer.clear()  # inside out_dir it went with the old directory; elsewhere remove it now
+    parallel.barrier()
     return summary

@@ -26,8 +26,12 @@ from prunebench.errors import PrunebenchError
 from prunebench.io import atomic_file
 from prunebench.recovery.config import RecoveryConfig
 from prunebench.recovery.data import IGNORE, SequenceData
+from prunebench.recovery.parallel import Parallel, Precision, no_sync, wrap
+from prunebench.recovery.stream import StreamedText
 
 LOG_COLUMNS = ("phase", "step", "tokens", "loss", "lr", "elapsed")
+FLOAT32 = Precision(None)
+ALONE = Parallel()
 
 
 @dataclass
@@ -44,12 +48,14 @@ class Progress:
 
 @dataclass(frozen=True)
 class PhaseSpec:
-    """One training phase: its name (``lora`` / ``cpt``), length and AdamW settings."""
+    """One training phase: its name (``lora`` / ``cpt``), length, AdamW settings and where in its
+    data stream it starts."""
 
     name: str
     steps: int
     weight_decay: float
     betas: tuple[float, float]
+    offset: int = 0  # stream position of the phase's first sequence
 
 
 class Checkpointer:
@@ -140,24 +146,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, data: SequenceData, batch_size: int) -> float:
-    """Mean next-token NLL over the label tokens of every example of ``data``."""
+def evaluate_loss(model: nn.Module, data: SequenceData, batch_size: int, precision: Precision) -> float:
+    """Mean next-token NLL over the label tokens of every example of ``data``, forward passes under
+    ``precision``'s autocast."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for batch in data.ordered_batches(batch_size):
         batch = _to(batch, device)
-        with _autocast(device):
+        with precision.context(device):
             loss = model(**batch).loss.float()
         n = int((batch["labels"][:, 1:] != IGNORE).sum())
         total += float(loss) * n
@@ -193,18 +196,23 @@ def nonfinite_loss_message(model: nn.Module, batch: dict[str, torch.Tensor], los
 
 def train_phase(
     model: nn.Module,
-    data: SequenceData,
+    data: SequenceData | StreamedText,
     phase: PhaseSpec,
     config: RecoveryConfig,
     progress: Progress,
     checkpointer: Checkpointer,
     resume: dict | None = None,
     show_progress: bool = True,
+    precision: Precision = FLOAT32,
+    parallel: Parallel = ALONE,
 ) -> None:
     """Train ``phase.steps`` optimizer steps of the trainable parameters of ``model`` in place.
 
     ``progress`` is updated (and logged per step); ``resume`` is the checkpoint of this phase to
-    continue from, if any.
+    continue from, if any. Forward passes run under ``precision`` (fp16: loss scaling). With several
+    processes (``parallel``) each takes its share of every global batch, gradients are averaged by
+    DistributedDataParallel, the logged loss and tokens cover the global batch, and only rank 0
+    writes checkpoints.
     """
     from prunebench.recovery.cpt import parameter_groups
 
@@ -218,44 +226,53 @@ def train_phase(
         num_warmup_steps=math.ceil(config.warmup_ratio * phase.steps),
         num_training_steps=phase.steps,
     )
+    scaler = precision.scaler(device)
     if resume is not None:
         load_trainable_state(model, resume["trainable"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        set_rng_state(resume["rng"])
+        if "scaler" in resume:
+            scaler.load_state_dict(resume["scaler"])
+        set_rng_state(resume["rng"][parallel.rank])
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    n_micro = config.batch_size // config.micro_batch
-    model.train()
+    share = parallel.share(config.batch_size, config.micro_batch)
+    n_micro = share // config.micro_batch
+    wrapped = wrap(model, parallel, device)
+    wrapped.train()
     bar = tqdm(
         total=phase.steps,
         initial=progress.phase_step,
         desc=phase.name,
-        disable=not show_progress,
+        disable=not show_progress or not parallel.main,
         leave=False,
     )
     started = time.perf_counter() - progress.elapsed
     while progress.phase_step < phase.steps:
-        batch = data.stream_batch(progress.phase_step * config.batch_size, config.batch_size)
+        start = phase.offset + progress.phase_step * config.batch_size + parallel.rank * share
+        batch = data.stream_batch(start, share)
         lr = scheduler.get_last_lr()[0]
         loss_sum = 0.0
         for m in range(n_micro):
             part = {k: v[m * config.micro_batch : (m + 1) * config.micro_batch] for k, v in batch.items()}
             part = _to(part, device)
-            with _autocast(device):
-                loss = model(**part).loss
-            (loss / n_micro).backward()
+            with no_sync(wrapped, last=m == n_micro - 1):
+                with precision.context(device):
+                    loss = wrapped(**part).loss
+                scaler.scale(loss / n_micro).backward()
             loss_sum += float(loss.detach())
-        loss_value = loss_sum / n_micro
+        loss_value = parallel.sum(loss_sum / n_micro, device) / parallel.world
         if not math.isfinite(loss_value):  # before the update, so the weights are those that gave it
             raise PrunebenchError(nonfinite_loss_message(model, batch, loss_value, progress.step + 1))
+        scaler.unscale_(optimizer)
         if config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         progress.phase_step += 1
         progress.step += 1
-        progress.tokens += int(batch["attention_mask"].sum())
+        progress.tokens += int(parallel.sum(float(batch["attention_mask"].sum()), device))
         progress.elapsed = time.perf_counter() - started
         progress.log.append(
             {
@@ -270,13 +287,17 @@ def train_phase(
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if progress.phase_step % config.save_every == 0 and progress.phase_step < phase.steps:
-            checkpointer.save(
-                {
-                    "progress": vars(progress).copy(),
-                    "trainable": trainable_state(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(),
-                }
-            )
+            rngs = parallel.gather(rng_state())  # each process's dropout stream
+            if parallel.main:
+                checkpointer.save(
+                    {
+                        "progress": vars(progress).copy(),
+                        "trainable": trainable_state(model),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": rngs,
+                    }
+                )
+            parallel.barrier()
     bar.close()

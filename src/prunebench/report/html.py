@@ -77,6 +77,21 @@ def _options(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "its defaults"
 
 
+def _recovery_warnings(config: dict[str, Any]) -> list[str]:
+    """Warnings that recovery wrote into its ``summary.json`` (data repeated over several epochs),
+    one line per recovered variant that has any."""
+    from prunebench.study import variants
+
+    lines = []
+    for variant in variants(config):
+        path = Path(variant.directory) / "model" / "summary.json"
+        if variant.recovery == "none" or not path.is_file():
+            continue
+        warnings = json.loads(path.read_text(encoding="utf-8")).get("warnings", [])
+        lines += [f"{variant.directory}: {warning}" for warning in warnings]
+    return lines
+
+
 def _recovery_budgets(config: dict[str, Any]) -> list[str]:
     """One line per recovery variant: its budget in steps and tokens, and which models it recovers."""
     out = []
@@ -407,6 +422,7 @@ def render_report(
         ratios=config["ratios"],
         recoveries=list(config["recovery"]),
         recovery_budgets=_recovery_budgets(config),
+        recovery_warnings=_recovery_warnings(config),
         method_options=_method_options(config),
         model_sources=_model_sources(config),
         evaluation=config["evaluation"],

@@ -20,6 +20,8 @@ from prunebench.files import check_encoding
 from prunebench.models.context import context_length
 from prunebench.models.device import check_device
 from prunebench.recovery.data import check_data_source
+from prunebench.recovery.stream import is_local_corpus, is_streamed_source
+from prunebench.recovery.variants import get_variant
 from prunebench.study.config import Problems, _lengths
 
 
@@ -165,7 +167,17 @@ def _check_texts(config: dict[str, Any], problems: Problems) -> None:
             continue
         with problems.under(f"config.recovery.{name}.data"):
             check_data_source(spec["data"], encoding)
-            if Path(spec["data"]).is_dir() and RecoveryConfig.from_params(spec["params"]).val_batches > 0:
+            if (
+                is_streamed_source(spec["data"])
+                and spec["data"] != "c4"
+                and "lora" in get_variant(name).phases
+            ):
+                raise PrunebenchError(
+                    f"{spec['data']!r} is a streamed pretraining corpus, read by CPT phases only; "
+                    f"{name} has a LoRA phase"
+                )
+            local_text = Path(spec["data"]).is_dir() and not is_local_corpus(spec["data"])
+            if local_text and RecoveryConfig.from_params(spec["params"]).val_batches > 0:
                 check_text_source(spec["data"], "validation", encoding)
     ppl = config["evaluation"]["ppl"]
     for name, source in ppl["datasets"].items():

@@ -155,6 +155,12 @@ def _check_semantics(config: dict[str, Any], problems: Problems) -> None:
         problems.add("config.ratios", "ratios must be unique")
     for name, spec in config["recovery"].items():
         _check_recovery_params(name, spec, problems)
+        off_gpu = [m for m, model in config["models"].items() if not model["device"].startswith("cuda")]
+        if spec.get("gpus", 1) > 1 and off_gpu:
+            problems.add(
+                f"config.recovery.{name}.gpus",
+                f"{spec['gpus']} GPUs need models on cuda, but {', '.join(off_gpu)} run on cpu",
+            )
         extra = set(spec.get("ratios", [])) - set(config["ratios"])
         if extra:
             problems.add(

@@ -1,0 +1,70 @@
+"""`prunebench eval ppl` with several texts and window lengths: the model is loaded once and each
+text x window gets its own result, equal to that of a run on that pair alone."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from prunebench.cli import main
+from prunebench.commands import eval_ppl
+
+MODEL = "tests/data/tiny-model"
+CORPUS = "resources/demo/corpus"
+
+
+def _read(path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def test_every_text_and_window_with_one_model_load(tmp_path, monkeypatch):
+    text_file = tmp_path / "other.txt"
+    with gzip.open(f"{CORPUS}/validation.txt.gz", "rt", encoding="utf-8") as fh:
+        text_file.write_text(fh.read()[:20000], encoding="utf-8")
+    loads = []
+    original = eval_ppl.load_pretrained
+
+    def counting(*args, **kwargs):
+        loads.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(eval_ppl, "load_pretrained", counting)
+    outs = [tmp_path / f"{name}_{seqlen}.json" for name in ("demo", "other") for seqlen in (16, 32)]
+    argv = ["eval", "ppl", "--model", MODEL, "--text", CORPUS, "--text", str(text_file)]
+    argv += ["--seqlen", "16", "--seqlen", "32", "--max-windows", "3"]
+    assert main([*argv, *(f"--out={o}" for o in outs)]) == 0
+    assert loads == [MODEL]
+    for out, (text, seqlen) in zip(
+        outs,
+        [(CORPUS, 16), (CORPUS, 32), (str(text_file), 16), (str(text_file), 32)],
+        strict=True,
+    ):
+        alone = tmp_path / f"alone-{out.name}"
+        single = [
+            "eval",
+            "ppl",
+            "--model",
+            MODEL,
+            "--text",
+            text,
+            "--seqlen",
+            str(seqlen),
+            "--max-windows",
+            "3",
+        ]
+        assert main([*single, "--out", str(alone)]) == 0
+        result, reference = _read(out), _read(alone)
+        assert result["seqlen"] == seqlen and result["text"] == text
+        assert result["ppl"] == pytest.approx(reference["ppl"], rel=1e-6)
+
+
+def test_one_out_per_pair_is_required(tmp_path, capsys):
+    argv = ["eval", "ppl", "--model", MODEL, "--text", CORPUS, "--seqlen", "16", "--seqlen", "32"]
+    assert main([*argv, "--out", str(tmp_path / "a.json")]) == 2
+    assert (
+        "prunebench: error: 1 --out for 1 --text x 2 --seqlen = 2 results; give one --out per pair"
+        in capsys.readouterr().err
+    )
