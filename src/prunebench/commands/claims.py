@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
 from prunebench.errors import PrunebenchError
-from prunebench.io import atomic_write_text
-from prunebench.report.claims import evaluate, load_claims, markdown, study_results
 
 NAME = "claims"
 HELP = "check papers' claims (a YAML list) against a finished study's results, with their uncertainty"
@@ -19,11 +15,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="the study's config YAML")
     parser.add_argument("--claims", required=True, help="claims YAML, e.g. resources/claims/papers.yaml")
     parser.add_argument("--model", help="the study's model to check (default: its only model)")
-    parser.add_argument("--results", default="results", help="the study's results folder (default: results)")
+    parser.add_argument("--results", default="results", help="the study's results folder")
     parser.add_argument("--out", help="write the Markdown table here instead of printing it")
 
 
 def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from prunebench.io import atomic_write_text
+    from prunebench.report.claims import evaluate, load_claims, markdown, study_results
     from prunebench.study import validate_config
 
     try:

@@ -11,11 +11,8 @@ from prunebench.commands.common import (
     dtype_of,
     encoding_of,
 )
-from prunebench.data import load_text
 from prunebench.errors import PrunebenchError
-from prunebench.evaluation.perplexity import check_options, check_seqlen, perplexity
 from prunebench.io import OutputKind, atomic_write_json, check_output
-from prunebench.models import load_pretrained
 
 NAME = "ppl"
 GROUP = "eval"
@@ -30,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="test", help="split when --text names a directory or data set")
     parser.add_argument("--seqlen", type=int, required=True, help="window length in tokens")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--bos", action="store_true", help="start every window with the BOS token")
     parser.add_argument("--max-windows", type=int, help="evaluate only the first N windows")
     add_encoding_argument(parser)
@@ -40,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.data import load_text
+    from prunebench.evaluation.perplexity import check_options, check_seqlen, perplexity
+    from prunebench.models import load_pretrained
+
     device = device_of(args)
     check_options(args.seqlen, args.batch_size, args.max_windows)
     check_output(args.out, RESULT)
