@@ -24,7 +24,10 @@ VARIANTS = ("lora", "cpt", "cpt_lora", "cfsp_lora")
 # CLI flag -> RecoveryConfig field: its type and help (only flags given on the command line override).
 CONFIG_FLAGS = {
     "batch_size": (int, "sequences per optimizer step"),
-    "micro_batch_size": (int, "sequences per forward pass, for gradient accumulation (default: the batch size)"),
+    "micro_batch_size": (
+        int,
+        "sequences per forward pass, for gradient accumulation (default: the batch size)",
+    ),
     "seqlen": (int, "tokens per training sequence"),
     "lr": (float, "peak learning rate"),
     "schedule": (str, "learning-rate schedule after warm-up"),
