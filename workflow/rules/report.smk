@@ -61,6 +61,7 @@ rule report:
         summary="results/tables/summary.csv",
         plots="results/plots",
         template="report/index.html.j2",
+        published="resources/published",  # the papers' numbers shown beside ours (report/published.py)
     output:
         "results/report/index.html",
     log:

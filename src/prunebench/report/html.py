@@ -18,6 +18,7 @@ import yaml
 import prunebench
 from prunebench.io import atomic_write_text
 from prunebench.report.plots import CAPTIONS
+from prunebench.report.published import published_html
 
 SUMMARY_LABELS = {
     "method_label": "method",
@@ -153,8 +154,13 @@ def render_report(
     template: str,
     out: str,
     device: str | None = None,
+    results_csv: str | None = None,
 ) -> None:
-    """Render ``template`` (Jinja2) with everything the reader needs, images inlined, and write ``out``."""
+    """Render ``template`` (Jinja2) with everything the reader needs, images inlined, and write ``out``.
+
+    With ``results_csv`` (the tidy table), the papers' published numbers are shown beside the study's
+    where a model has ``published_as`` (``prunebench.report.published``).
+    """
     summary = pd.read_csv(summary_csv)
     plots = []
     for name, caption in CAPTIONS.items():
@@ -184,5 +190,6 @@ def render_report(
         model_sources=_model_sources(config),
         evaluation=config["evaluation"],
         calibration=config["calibration"],
+        published=published_html(config, results_csv) if results_csv else "",
     )
     atomic_write_text(out, html)
