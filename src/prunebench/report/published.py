@@ -140,7 +140,7 @@ def compare(
                 values = [found[i][0] for i in siblings.index]
                 metrics = sorted({found[i][1] for i in siblings.index})
                 found[index] = (sum(values) / len(values), "/".join(metrics))
-        for index, (value, metric) in found.items():
+        for index, (value, metric) in sorted(found.items()):  # in the CSVs' order
             pub = published.loc[index]
             out.append(
                 {"model": model, "paper": pub["paper"], "table": pub["table"], "method": pub["method"],
