@@ -201,3 +201,39 @@ def test_the_shipped_published_tables_load_and_every_mean_agrees_with_its_tasks(
         mean = group[group["task"] == "mean"]["value"]
         assert len(mean) == 1, key
         assert tasks.mean() == pytest.approx(mean.item(), abs=0.011), key
+
+
+def test_the_report_shows_the_section_only_when_a_model_matches(tmp_path, monkeypatch):
+    import yaml
+
+    from prunebench.report.html import render_report
+    from prunebench.study import validate_config
+
+    monkeypatch.chdir(REPO)
+    config = validate_config(yaml.safe_load((REPO / "config" / "tiny.yaml").read_text()))
+    config["models"]["tiny"]["path"] = str(REPO / config["models"]["tiny"]["path"])
+    results = STUDY.assign(model=STUDY["model"].replace({"llama2-7b": "tiny"}))
+    results.to_csv(tmp_path / "results.csv", index=False)
+    pd.DataFrame(
+        [{"model": "tiny", "method": "flap", "method_label": "flap", "target_ratio": 0.2, "recovery": "none"}]
+    ).to_csv(tmp_path / "summary.csv", index=False)
+    (tmp_path / "plots").mkdir()
+    monkeypatch.chdir(tmp_path)  # published_html reads resources/published from the working directory
+    (tmp_path / "resources").mkdir()
+    _write(tmp_path / "resources" / "published", [_row(model="Tiny-Paper-Name")])
+
+    def render(name: str) -> str:
+        out = tmp_path / name
+        args = (
+            config,
+            str(tmp_path / "summary.csv"),
+            str(tmp_path / "plots"),
+            str(REPO / "report" / "index.html.j2"),
+        )
+        render_report(*args, str(out), results_csv=str(tmp_path / "results.csv"))
+        return out.read_text()
+
+    assert "Published numbers beside ours" not in render("without.html")
+    config["models"]["tiny"]["published_as"] = "Tiny-Paper-Name"
+    html = render("with.html")
+    assert "Published numbers beside ours" in html and "14.62" in html and "15.00" in html
