@@ -104,6 +104,7 @@ def test_a_ratio_within_the_tolerance_matches_and_one_beyond_it_does_not(tmp_pat
     rows = [_row(ratio="0.2199", value="11.51"), _row(ratio="0.25", value="20")]
     table = compare(load_published(_write(tmp_path / "pub", rows)), STUDY, {"llama2-7b": "Llama-2-7B"})
     assert list(table["published_ratio"]) == [0.2199]
+    assert list(table["our_ratio"]) == [0.2]  # both ratios are shown
 
 
 def test_unspecified_accuracy_is_compared_with_the_headline_metric(tmp_path):

@@ -95,8 +95,10 @@ def load_published(directory: str | Path = PUBLISHED_DIR) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*COLUMNS, "file"])
 
 
-def _reproduced(results: pd.DataFrame, model: str, pub: pd.Series, headline: str) -> tuple[float, str] | None:
-    """The study's value for one published row (accuracies in percent) and the metric it used."""
+def _reproduced(
+    results: pd.DataFrame, model: str, pub: pd.Series, headline: str
+) -> tuple[float, str, float] | None:
+    """The study's (value, metric, target ratio) for one published row; accuracies in percent."""
     near = results[
         (results["model"] == model)
         & (results["method"] == pub["method"])
@@ -104,13 +106,17 @@ def _reproduced(results: pd.DataFrame, model: str, pub: pd.Series, headline: str
         & ((results["target_ratio"] - pub["ratio"]).abs() <= RATIO_TOLERANCE)
     ]
     if pub["metric"] == "ppl":
+        metric = "ppl"
         hits = near[
             (near["kind"] == "ppl") & (near["dataset"] == pub["task"]) & (near["seqlen"] == pub["seqlen"])
         ]
-        return (float(hits["value"].iloc[0]), "ppl") if len(hits) else None
-    metric = headline if pub["metric"] == "accuracy" else pub["metric"]
-    hits = near[(near["kind"] == "zeroshot") & (near["task"] == pub["task"]) & (near["metric"] == metric)]
-    return (100 * float(hits["value"].iloc[0]), metric) if len(hits) else None
+    else:
+        metric = headline if pub["metric"] == "accuracy" else pub["metric"]
+        hits = near[(near["kind"] == "zeroshot") & (near["task"] == pub["task"]) & (near["metric"] == metric)]
+    if hits.empty:
+        return None
+    value = float(hits["value"].iloc[0]) * (1 if metric == "ppl" else 100)
+    return value, metric, float(hits["target_ratio"].iloc[0])
 
 
 def compare(
@@ -126,7 +132,7 @@ def compare(
     out = []
     for model, name in published_as.items():
         rows = published[published["model"] == name]
-        found: dict[int, tuple[float, str]] = {}
+        found: dict[int, tuple[float, str, float]] = {}
         for index, pub in rows[rows["task"] != MEAN].iterrows():
             hit = _reproduced(results, model, pub, headline)
             if hit is not None:
@@ -139,12 +145,12 @@ def compare(
             if len(siblings) and all(i in found for i in siblings.index):
                 values = [found[i][0] for i in siblings.index]
                 metrics = sorted({found[i][1] for i in siblings.index})
-                found[index] = (sum(values) / len(values), "/".join(metrics))
-        for index, (value, metric) in sorted(found.items()):  # in the CSVs' order
+                found[index] = (sum(values) / len(values), "/".join(metrics), found[siblings.index[0]][2])
+        for index, (value, metric, ratio) in sorted(found.items()):  # in the CSVs' order
             pub = published.loc[index]
             out.append(
                 {"model": model, "paper": pub["paper"], "table": pub["table"], "method": pub["method"],
-                 "recovery": pub["recovery"], "published_ratio": pub["ratio"], "task": pub["task"],
+                 "recovery": pub["recovery"], "published_ratio": pub["ratio"], "our_ratio": ratio, "task": pub["task"],
                  "seqlen": pub["seqlen"], "published_metric": pub["metric"], "our_metric": metric,
                  "published": pub["value"], "reproduced": value, "difference": value - pub["value"],
                  "protocol": pub["protocol"], "note": pub["note"], "source": pub["source"]}
@@ -166,6 +172,11 @@ def published_html(config: dict[str, Any], results_csv: str, directory: str | Pa
     if table.empty:
         return ""
     table = table.drop(columns=["source"] if table["model"].nunique() > 1 else ["model", "source"])
+    table = table.assign(
+        seqlen=table["seqlen"].astype("Int64"),
+        published_ratio=table["published_ratio"].map("{:.4g}".format),
+        our_ratio=table["our_ratio"].map("{:.4g}".format),
+    )
     return table.to_html(
         index=False, float_format=lambda v: f"{v:.2f}", na_rep="", border=0, classes="published"
     )
