@@ -68,6 +68,7 @@ rule report:
         findings=f"{RESULTS}/tables/findings.csv",
         plots=f"{RESULTS}/plots",
         template="report/index.html.j2",
+        published="resources/published",  # the papers' numbers shown beside ours (report/published.py)
     output:
         report(
             f"{RESULTS}/report/index.html",

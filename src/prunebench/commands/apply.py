@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from prunebench.commands.common import add_model_arguments, device_of, dtype_of
-from prunebench.steps import apply_plan_file
 
 NAME = "apply"
 HELP = "apply a pruning plan to a model and write the pruned checkpoint (with achieved ratios)"
@@ -20,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.steps import apply_plan_file
+
     device_of(args)  # the plan is applied on the CPU; a bad --device is still an error
     plan = apply_plan_file(args.model, args.plan, args.out, dtype=dtype_of(args))
     print(f"pruned to decoder ratio {plan.achieved['decoder_ratio']:.4f}; written to {args.out}")

@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
 from prunebench.errors import PrunebenchError
-from prunebench.io import atomic_write_text
-from prunebench.report.claims import evaluate, load_claims, markdown, study_results
 
 NAME = "claims"
 HELP = "check papers' claims (a YAML list) against a finished study's results, with their uncertainty"
@@ -26,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from prunebench.io import atomic_write_text
+    from prunebench.report.claims import evaluate, load_claims, markdown, study_results
     from prunebench.study import validate_config
 
     try:

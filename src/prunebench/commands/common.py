@@ -1,36 +1,43 @@
-"""Argument helpers shared by several subcommands."""
+"""Argument helpers shared by several subcommands.
+
+Nothing here imports torch at module level: ``prunebench --help`` builds every parser, so the parsers'
+modules stay light and the heavy imports happen in each command's ``run``.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-import torch
+from typing import TYPE_CHECKING
 
 from prunebench.errors import PrunebenchError
 from prunebench.files import DEFAULT_ENCODING, check_encoding
-from prunebench.models.device import check_device
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory or Hugging Face Hub id")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights' dtype")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights' dtype")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def add_encoding_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--encoding", default=DEFAULT_ENCODING, help="encoding of local text files (default: utf-8)"
-    )
+    parser.add_argument("--encoding", default=DEFAULT_ENCODING, help="encoding of local text files")
 
 
 def dtype_of(args: argparse.Namespace) -> torch.dtype:
-    return DTYPES[args.dtype]
+    import torch
+
+    return getattr(torch, args.dtype)
 
 
 def device_of(args: argparse.Namespace) -> str:
     """``--device`` after checking that torch knows it and this machine has it (before any loading)."""
+    from prunebench.models.device import check_device
+
     return check_device(args.device)
 
 

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from prunebench.commands.common import add_model_arguments, device_of, dtype_of
 from prunebench.errors import PrunebenchError
-from prunebench.evaluation.latency import (
-    DOES_NOT_FIT,
-    LatencyConfig,
-    check_fits_context,
-    measure_latency,
-    validate_config,
-)
 from prunebench.io import OutputKind, atomic_write_json, check_output
-from prunebench.models import load_pretrained
 
 NAME = "latency"
 GROUP = "eval"
@@ -34,13 +24,25 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--batch-sizes", type=_sizes, default=(1,), help="e.g. 1,8")
-    parser.add_argument("--prompt-lengths", type=_sizes, default=(128,), help="e.g. 128,512")
+    parser.add_argument(
+        "--batch-sizes", type=_sizes, default="1", help="comma-separated batch sizes, e.g. 1,8"
+    )
+    parser.add_argument(
+        "--prompt-lengths",
+        type=_sizes,
+        default="128",
+        help="comma-separated prompt lengths in tokens, e.g. 128,512",
+    )
     parser.add_argument("--new-tokens", type=int, default=64, help="greedy decode steps, EOS ignored")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--min-repeats", type=int, default=5)
-    parser.add_argument("--min-seconds", type=float, default=2.0)
-    parser.add_argument("--max-repeats", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per cell before measuring")
+    parser.add_argument("--min-repeats", type=int, default=5, help="timed runs per cell, at least")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=2.0,
+        help="keep repeating a cell until this much time is measured",
+    )
+    parser.add_argument("--max-repeats", type=int, default=200, help="timed runs per cell, at most")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompt tokens")
     parser.add_argument("--threads", type=int, help="torch CPU threads (recorded; default: torch's choice)")
     parser.add_argument("--base-model", help="measure this model interleaved for side-by-side speed-ups")
@@ -50,6 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from prunebench.evaluation.latency import (
+        DOES_NOT_FIT,
+        LatencyConfig,
+        check_fits_context,
+        measure_latency,
+        validate_config,
+    )
+    from prunebench.models import load_pretrained
+
     device = device_of(args)
     config = LatencyConfig(
         batch_sizes=args.batch_sizes,

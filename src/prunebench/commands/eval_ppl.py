@@ -11,11 +11,8 @@ from prunebench.commands.common import (
     dtype_of,
     encoding_of,
 )
-from prunebench.data import load_text
 from prunebench.errors import PrunebenchError
-from prunebench.evaluation.perplexity import check_options, check_seqlen, perplexity
 from prunebench.io import OutputKind, atomic_write_json, check_output
-from prunebench.models import load_pretrained
 
 NAME = "ppl"
 GROUP = "eval"
@@ -35,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seqlen", type=int, required=True, action="append", help="window length in tokens (repeatable)"
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--bos", action="store_true", help="start every window with the BOS token")
     parser.add_argument("--max-windows", type=int, help="evaluate only the first N windows")
     add_encoding_argument(parser)
@@ -50,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Every text x window length with the model loaded once; each result is written as it is done."""
+    from prunebench.data import load_text
+    from prunebench.evaluation.perplexity import check_options, check_seqlen, perplexity
+    from prunebench.models import load_pretrained
+
     device = device_of(args)
     pairs = [(text, seqlen) for text in args.text for seqlen in args.seqlen]
     if len(args.out) != len(pairs):

@@ -6,17 +6,7 @@ import argparse
 
 from prunebench.commands.common import add_model_arguments, device_of, dtype_of
 from prunebench.errors import PrunebenchError
-from prunebench.evaluation.cost import measure_cost
-from prunebench.evaluation.zeroshot import (
-    ZeroShotConfig,
-    evaluate_zeroshot,
-    go_offline,
-    parse_tasks,
-    task_manager,
-    validate_config,
-)
 from prunebench.io import OutputKind, atomic_write_json, check_output
-from prunebench.models import load_pretrained
 
 NAME = "zeroshot"
 GROUP = "eval"
@@ -37,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
     parser.add_argument("--include-path", help="a folder of local lm-eval task YAML files")
-    parser.add_argument("--batch-size", type=int, default=8, help="fixed batch size (default 8)")
+    parser.add_argument("--batch-size", type=int, default=8, help="fixed batch size")
     parser.add_argument("--limit", type=_limit, help="examples per task (a count, or a fraction below 1)")
     parser.add_argument("--seed", type=int, default=1234, help="lm-eval's python/numpy/torch/few-shot seed")
-    parser.add_argument("--num-fewshot", type=int, default=0)
+    parser.add_argument("--num-fewshot", type=int, default=0, help="few-shot examples per prompt")
     parser.add_argument("--offline", action="store_true", help="no network: set HF_*_OFFLINE first")
     parser.add_argument("--log-samples", action="store_true", help="keep per-sample records in the JSON")
     parser.add_argument(
@@ -49,6 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.evaluation.cost import measure_cost
+    from prunebench.evaluation.zeroshot import (
+        ZeroShotConfig,
+        evaluate_zeroshot,
+        go_offline,
+        parse_tasks,
+        task_manager,
+        validate_config,
+    )
+    from prunebench.models import load_pretrained
+
     device = device_of(args)
     config = ZeroShotConfig(
         tasks=parse_tasks(args.tasks),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.models.gguf_import import import_gguf
-
 NAME = "import-gguf"
 HELP = "import a GGUF file (llama.cpp) as a float32 Hugging Face checkpoint with provenance.json"
 
@@ -21,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.models.gguf_import import import_gguf
+
     provenance = import_gguf(args.gguf, args.out, package=args.package)
     types = ", ".join(f"{n} {t}" for t, n in provenance["gguf"]["tensor_types"].items())
     print(f"imported {provenance['source']['file']} ({types}; dequantized to float32) into {args.out}")

@@ -6,8 +6,6 @@ import argparse
 import json
 
 from prunebench.commands.common import add_model_arguments, device_of, dtype_of
-from prunebench.models import get_adapter, load_pretrained
-from prunebench.models.counting import decoder_params, total_params
 
 NAME = "info"
 HELP = "show a model's family, layer shapes and parameter counts"
@@ -19,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(model) -> dict:
+    from prunebench.models import get_adapter
+    from prunebench.models.counting import decoder_params, total_params
+
     adapter = get_adapter(model)
     return {
         "family": adapter.family,
@@ -39,6 +40,8 @@ def describe(model) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.models import load_pretrained
+
     model, _ = load_pretrained(args.model, dtype=dtype_of(args), device=device_of(args))
     facts = describe(model)
     if args.json:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.methods import available_methods
-
 NAME = "methods"
 HELP = "list the registered pruning methods"
 
@@ -15,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.methods import available_methods
+
     methods = available_methods()
     width = max((len(n) for n in methods), default=0)
     for name, cls in methods.items():

@@ -7,7 +7,6 @@ import argparse
 from prunebench.commands.common import add_model_arguments, check_ratio, device_of, dtype_of, encoding_of
 from prunebench.commands.score import add_method_arguments, method_params
 from prunebench.errors import PrunebenchError
-from prunebench.steps import prune_model
 
 NAME = "prune"
 HELP = "prune a model to a ratio of decoder parameters (from saved scores or by scoring first)"
@@ -28,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.steps import prune_model
+
     check_ratio(args.ratio)
     if args.samples:
         raise PrunebenchError(

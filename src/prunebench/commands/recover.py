@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from prunebench.commands.common import (
     add_encoding_argument,
@@ -12,31 +13,37 @@ from prunebench.commands.common import (
     encoding_of,
     parse_params,
 )
-from prunebench.recovery import Budget, RecoveryConfig, available_variants, recover
+from prunebench.recovery.config import RecoveryConfig
 
 NAME = "recover"
 HELP = "recover a pruned model under a step or token budget; writes the merged model, log and summary"
 
-# CLI flag -> RecoveryConfig field (only flags given on the command line override the defaults).
+# The registered variants (prunebench.recovery.variants, which imports torch); a test keeps them equal.
+VARIANTS = ("lora", "cpt", "cpt_lora", "cfsp_lora")
+
+# CLI flag -> RecoveryConfig field: its type and help (only flags given on the command line override).
 CONFIG_FLAGS = {
-    "batch_size": int,
-    "micro_batch_size": int,
-    "seqlen": int,
-    "lr": float,
-    "schedule": str,
-    "warmup_ratio": float,
-    "lora_r": int,
-    "lora_alpha": float,
-    "lora_dropout": float,
-    "target_modules": str,
-    "save_every": int,
-    "val_batches": int,
+    "batch_size": (int, "sequences per optimizer step"),
+    "micro_batch_size": (
+        int,
+        "sequences per forward pass, for gradient accumulation (default: the batch size)",
+    ),
+    "seqlen": (int, "tokens per training sequence"),
+    "lr": (float, "peak learning rate"),
+    "schedule": (str, "learning-rate schedule after warm-up"),
+    "warmup_ratio": (float, "fraction of the budget spent warming up"),
+    "lora_r": (int, "LoRA rank"),
+    "lora_alpha": (float, "LoRA alpha"),
+    "lora_dropout": (float, "LoRA dropout"),
+    "target_modules": (str, "comma-separated module names that get LoRA adapters"),
+    "save_every": (int, "steps between resumable checkpoints"),
+    "val_batches": (int, "validation batches before and after training"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--variant", required=True, help=f"one of: {', '.join(available_variants())}")
+    parser.add_argument("--variant", required=True, help=f"recovery variant, one of: {', '.join(VARIANTS)}")
     parser.add_argument(
         "--data",
         required=True,
@@ -50,10 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="budget in optimizer steps")
     budget.add_argument("--tokens", type=int, help="budget in training tokens (steps of batch x seqlen)")
-    parser.add_argument("--seed", type=int, default=0)
-    for field, kind in CONFIG_FLAGS.items():
+    parser.add_argument("--seed", type=int, default=0, help="seed of data order, LoRA init and dropout")
+    defaults = {f.name: f.default for f in dataclasses.fields(RecoveryConfig)}
+    for field, (kind, text) in CONFIG_FLAGS.items():
         flag = "--" + field.replace("_", "-")
-        help_text = "comma-separated module names" if field == "target_modules" else None
+        # default=None: only flags given on the command line override the RecoveryConfig defaults shown.
+        default = defaults[field]
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help_text = text if default is None else f"{text} (default: {shown})"
         parser.add_argument(flag, dest=field, type=kind, default=None, help=help_text)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
     parser.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other recovery option")
@@ -74,6 +85,8 @@ def config_of(args: argparse.Namespace) -> RecoveryConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.recovery import Budget, recover
+
     summary = recover(
         args.model,
         args.variant,

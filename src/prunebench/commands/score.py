@@ -12,7 +12,6 @@ from prunebench.commands.common import (
     encoding_of,
     parse_params,
 )
-from prunebench.steps import score_model
 
 NAME = "score"
 HELP = "score a model with a method (ratio-independent) and save the scores"
@@ -48,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.steps import score_model
+
     score_model(
         args.model,
         args.method,

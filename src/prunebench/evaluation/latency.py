@@ -27,6 +27,7 @@ the ideal speed-ups versus the base model (ratios of FLOPs and of weight bytes) 
 from __future__ import annotations
 
 import gc
+import inspect
 import platform
 import re
 import time
@@ -185,18 +186,25 @@ class _Clock:
         return end - start
 
 
+def _cache_name(model: torch.nn.Module) -> str:
+    """The KV cache's argument and output name: transformers 5.24 renamed ``past_key_values`` to
+    ``cache`` (the old name warns once per call); earlier 5.x releases know only the old one."""
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
 @torch.inference_mode()
 def run_once(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int, clock: _Clock) -> tuple:
     """One prefill and ``new_tokens`` greedy decode steps; returns (prefill seconds, decode seconds)."""
+    name = _cache_name(model)
     t0 = clock.mark()
     out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
     token = out.logits[:, -1:].argmax(dim=-1)
     t1 = clock.mark()
-    cache = out.past_key_values
+    cache = getattr(out, name)
     for _ in range(new_tokens):
-        out = model(input_ids=token, past_key_values=cache, use_cache=True)
+        out = model(input_ids=token, use_cache=True, **{name: cache})
         token = out.logits[:, -1:].argmax(dim=-1)
-        cache = out.past_key_values
+        cache = getattr(out, name)
     t2 = clock.mark()
     return clock.seconds(t0, t1), clock.seconds(t1, t2)
 

@@ -26,27 +26,13 @@ LAYER_SPEC_KEY = "prunebench_layers"
 class SkippableDecoderLayerMixin:
     """Decoder-layer forward that skips a removed sublayer; the residual stream passes unchanged."""
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: Any = None,
-        use_cache: bool | None = False,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        # Every other argument (mask, positions, the KV cache, rotary embeddings) goes to attention as
+        # the family's own layer passes it; naming none of them keeps us right across transformers 5.x
+        # (5.24 renamed ``past_key_values`` to ``cache``; naming the old one made attention warn).
         if self.self_attn is not None:
             residual = hidden_states
-            attn_out, _ = self.self_attn(
-                hidden_states=self.input_layernorm(hidden_states),
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                use_cache=use_cache,
-                position_embeddings=position_embeddings,
-                **kwargs,
-            )
+            attn_out, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), **kwargs)
             hidden_states = residual + attn_out
         elif getattr(self, "removed_attn_bias", None) is not None:
             hidden_states = hidden_states + self.removed_attn_bias

@@ -9,6 +9,7 @@ module anywhere is an error, raised before any training.
 from __future__ import annotations
 
 import re
+import warnings
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
@@ -84,7 +85,11 @@ def attach_lora(model: nn.Module, config: RecoveryConfig, layer_ranks: list[int]
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_config)
+    with warnings.catch_warnings():
+        # peft (0.21) reads PreTrainedModel.is_gradient_checkpointing, which transformers 5 deprecated:
+        # one FutureWarning per model from their code, not ours.
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        return get_peft_model(model, peft_config)
 
 
 def merge_lora(model: PeftModel) -> nn.Module:

@@ -82,6 +82,23 @@ def _check_source(source: str, encoding: str) -> None:
     check_data_source(source, encoding)
 
 
+def _set_checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Activation (gradient) checkpointing on (non-reentrant) or off. transformers 5.24 renamed the
+    methods ``gradient_checkpointing_*`` to ``activation_checkpointing_*`` (the old names warn);
+    earlier 5.x releases have only the old ones."""
+    new = hasattr(model, "activation_checkpointing_enable")
+    if on:
+        kwargs = {"use_reentrant": False}
+        if new:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif new:
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def _finite(loss: float, when: str) -> float:
     """A validation loss, which must be finite (a NaN or inf is never reported as a result)."""
     if not math.isfinite(loss):
@@ -240,7 +257,7 @@ def recover(
             torch.manual_seed(seed + index + 1_000_003 * parallel.rank)  # each process its own dropout
             progress.phase, progress.phase_step = index, 0
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _set_checkpointing(model, on=True)
         trained = attach_lora(model, config, ranks) if name == "lora" else prepare_full_training(model)
         weight_decay, betas = optimizer_settings(config, name)
         train_phase(
@@ -259,7 +276,7 @@ def recover(
         for param in model.parameters():
             param.requires_grad_(False)
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_disable()
+            _set_checkpointing(model, on=False)
         if index + 1 < len(spec.phases):
             if parallel.main:
                 checkpointer.save_phase_start(index + 1, model)

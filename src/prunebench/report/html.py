@@ -23,6 +23,7 @@ from prunebench.report.html_tables import Cell, number, percent, plus_minus, ran
 from prunebench.report.plots import CAPTIONS
 from prunebench.report.tables import SUMMARY_SPEED_COLUMNS
 from prunebench.study.grid import DENSE
+from prunebench.report.published import published_html
 
 
 def _versions() -> dict[str, str]:
@@ -389,7 +390,8 @@ def render_report(
 ) -> None:
     """Render ``template`` (Jinja2) with everything the reader needs, images inlined, and write ``out``:
     the findings (methods ranked per setting), the summary, per-task accuracy, perplexity per data set and
-    window, the plots, methods, protocol and provenance. Tables are sortable (a few lines of script)."""
+    window, the plots, the papers' published numbers beside ours where a model has ``published_as``
+    (``prunebench.report.published``), methods, protocol and provenance. Tables are sortable."""
     summary = pd.read_csv(summary_csv)
     headline = config["evaluation"]["zeroshot"]["headline"]
     results = pd.read_csv(results_csv) if results_csv else None
@@ -427,5 +429,6 @@ def render_report(
         model_sources=_model_sources(config),
         evaluation=config["evaluation"],
         calibration=config["calibration"],
+        published=published_html(config, results_csv) if results_csv else "",
     )
     atomic_write_text(out, html)
