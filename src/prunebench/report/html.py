@@ -21,9 +21,9 @@ from prunebench.io import atomic_write_text
 from prunebench.report.claims import Z
 from prunebench.report.html_tables import Cell, number, percent, plus_minus, rank, table, text, with_interval
 from prunebench.report.plots import CAPTIONS
+from prunebench.report.published import published_html
 from prunebench.report.tables import SUMMARY_SPEED_COLUMNS
 from prunebench.study.grid import DENSE
-from prunebench.report.published import published_html
 
 
 def _versions() -> dict[str, str]:
