@@ -206,22 +206,27 @@ def test_the_shipped_published_tables_load_and_every_mean_agrees_with_its_tasks(
 
 def test_the_report_shows_the_section_only_when_a_model_matches(tmp_path, monkeypatch):
     import yaml
+    from report_fixtures import synthetic
 
     from prunebench.report.html import render_report
+    from prunebench.report.tables import summary
     from prunebench.study import validate_config
 
     monkeypatch.chdir(REPO)
     config = validate_config(yaml.safe_load((REPO / "config" / "tiny.yaml").read_text()))
     config["models"]["tiny"]["path"] = str(REPO / config["models"]["tiny"]["path"])
-    results = STUDY.assign(model=STUDY["model"].replace({"llama2-7b": "tiny"}))
+    results, _ = synthetic()
+    results = results[results["model"] == "m1"].replace({"model": {"m1": "tiny"}, "method": {"a": "flap"}})
     results.to_csv(tmp_path / "results.csv", index=False)
-    pd.DataFrame(
-        [{"model": "tiny", "method": "flap", "method_label": "flap", "target_ratio": 0.2, "recovery": "none"}]
-    ).to_csv(tmp_path / "summary.csv", index=False)
+    summary(results, "acc_norm").to_csv(tmp_path / "summary.csv", index=False)
+    ours = results.query(
+        "method == 'flap' and target_ratio == 0.2 and recovery == 'none' and dataset == 'd1'"
+    )
     (tmp_path / "plots").mkdir()
     monkeypatch.chdir(tmp_path)  # published_html reads resources/published from the working directory
     (tmp_path / "resources").mkdir()
-    _write(tmp_path / "resources" / "published", [_row(model="Tiny-Paper-Name")])
+    paper = _row(model="Tiny-Paper-Name", task="d1", seqlen="64", protocol="d1, 64-token windows")
+    _write(tmp_path / "resources" / "published", [paper])
 
     def render(name: str) -> str:
         out = tmp_path / name
@@ -237,4 +242,5 @@ def test_the_report_shows_the_section_only_when_a_model_matches(tmp_path, monkey
     assert "Published numbers beside ours" not in render("without.html")
     config["models"]["tiny"]["published_as"] = "Tiny-Paper-Name"
     html = render("with.html")
-    assert "Published numbers beside ours" in html and "14.62" in html and "15.00" in html
+    assert "Published numbers beside ours" in html and "14.62" in html
+    assert f"{ours['value'].item():.2f}" in html
