@@ -81,7 +81,7 @@ def cache_bytes_per_token(model, batch: int, prompt: int) -> float:
     """Bytes the model's own KV cache holds after a prefill, per token and sequence."""
     ids = torch.randint(0, 128, (batch, prompt))
     with torch.no_grad():
-        cache = model(input_ids=ids, use_cache=True).past_key_values
+        cache = model(input_ids=ids, use_cache=True).cache
     filled = [layer for layer in cache.layers if layer.keys is not None]  # layers without attention: none
     held = sum(t.numel() * t.element_size() for layer in filled for t in (layer.keys, layer.values))
     return held / (batch * prompt)

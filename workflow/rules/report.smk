@@ -61,6 +61,7 @@ rule report:
         summary="results/tables/summary.csv",
         plots="results/plots",
         template="report/index.html.j2",
+        preflight=ancient(PREFLIGHT),
     output:
         "results/report/index.html",
     log:

@@ -5,4 +5,11 @@ from prunebench.study.script import logged
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
-    render_report(sm.params.config, sm.input.summary, sm.input.plots, sm.input.template, sm.output[0])
+    render_report(
+        sm.params.config,
+        sm.input.summary,
+        sm.input.plots,
+        sm.input.template,
+        sm.output[0],
+        preflight=sm.input.preflight,
+    )

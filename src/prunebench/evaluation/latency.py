@@ -192,11 +192,11 @@ def run_once(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int, c
     out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
     token = out.logits[:, -1:].argmax(dim=-1)
     t1 = clock.mark()
-    cache = out.past_key_values
+    cache = out.cache
     for _ in range(new_tokens):
-        out = model(input_ids=token, past_key_values=cache, use_cache=True)
+        out = model(input_ids=token, cache=cache, use_cache=True)
         token = out.logits[:, -1:].argmax(dim=-1)
-        cache = out.past_key_values
+        cache = out.cache
     t2 = clock.mark()
     return clock.seconds(t0, t1), clock.seconds(t1, t2)
 

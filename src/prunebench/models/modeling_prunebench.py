@@ -24,14 +24,18 @@ LAYER_SPEC_KEY = "prunebench_layers"
 
 
 class SkippableDecoderLayerMixin:
-    """Decoder-layer forward that skips a removed sublayer; the residual stream passes unchanged."""
+    """Decoder-layer forward that skips a removed sublayer; the residual stream passes unchanged.
+
+    Its signature is transformers' own decoder layer's (5.24 on): the KV cache is ``cache``, the name
+    that replaced ``past_key_values`` (removed in 5.40).
+    """
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs: Any,
@@ -42,7 +46,7 @@ class SkippableDecoderLayerMixin:
                 hidden_states=self.input_layernorm(hidden_states),
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                cache=cache,
                 use_cache=use_cache,
                 position_embeddings=position_embeddings,
                 **kwargs,

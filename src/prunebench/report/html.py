@@ -18,6 +18,7 @@ import yaml
 import prunebench
 from prunebench.io import atomic_write_text
 from prunebench.report.plots import CAPTIONS
+from prunebench.report.tables import headline_label
 
 SUMMARY_LABELS = {
     "method_label": "method",
@@ -117,12 +118,25 @@ def _method_options(config: dict[str, Any]) -> list[str]:
     ]
 
 
-def _model_sources(config: dict[str, Any]) -> list[str]:
-    """Where each model came from; an imported GGUF file with its package, hash and quantization."""
+def _revision(entry: dict[str, Any] | None) -> str:
+    """``, revision main = commit 0123456789ab`` of a Hub entry of the preflight record; else ``""``."""
+    if not entry or "revision" not in entry:
+        return ", local" if entry else ""
+    commit = entry.get("commit")
+    return (
+        f", revision {entry['revision']} = commit {commit}"
+        if commit
+        else f", revision {entry['revision']} (offline: commit not resolved)"
+    )
+
+
+def _model_sources(config: dict[str, Any], preflight: dict[str, Any]) -> list[str]:
+    """Where each model came from (a Hub model with the commit read); an imported GGUF file with its
+    package, hash and quantization."""
     out = []
     for name, spec in config["models"].items():
         provenance = Path(spec["path"]) / "provenance.json"
-        text = f"{name}: {spec['path']}"
+        text = f"{name}: {spec['path']}{_revision(preflight.get('models', {}).get(name))}"
         if "gguf" in spec and provenance.is_file():
             p = json.loads(provenance.read_text())
             package = p["source"]["package"]
@@ -133,6 +147,17 @@ def _model_sources(config: dict[str, Any]) -> list[str]:
                 f"{types}; licence {p['license']}), dequantized to {p['dequantized_to']}"
             )
         out.append(text)
+    return out
+
+
+def _data_sources(preflight: dict[str, Any]) -> list[str]:
+    """Each data set the study read: a Hub data set with its revision and commit, or a local text."""
+    out = []
+    for name, entry in preflight.get("data", {}).items():
+        if entry.get("kind") == "hub data set":
+            out.append(f"{name} ({', '.join(entry['splits'])}){_revision(entry)}")
+        else:
+            out.append(f"{entry.get('source', name)} (local)")
     return out
 
 
@@ -153,9 +178,14 @@ def render_report(
     template: str,
     out: str,
     device: str | None = None,
+    preflight: str | None = None,
 ) -> None:
-    """Render ``template`` (Jinja2) with everything the reader needs, images inlined, and write ``out``."""
+    """Render ``template`` (Jinja2) with everything the reader needs, images inlined, and write ``out``.
+
+    ``preflight``: the preflight record (results/preflight.json): the revision and commit of each Hub
+    model and data set, listed under provenance."""
     summary = pd.read_csv(summary_csv)
+    opened = json.loads(Path(preflight).read_text()) if preflight and Path(preflight).is_file() else {}
     plots = []
     for name, caption in CAPTIONS.items():
         png = Path(plots_dir) / f"{name}.png"
@@ -181,7 +211,9 @@ def render_report(
         recoveries=list(config["recovery"]),
         recovery_budgets=_recovery_budgets(config),
         method_options=_method_options(config),
-        model_sources=_model_sources(config),
+        model_sources=_model_sources(config, opened),
+        data_sources=_data_sources(opened),
+        headline=headline_label(config["evaluation"]["zeroshot"]["headline"]),
         evaluation=config["evaluation"],
         calibration=config["calibration"],
     )

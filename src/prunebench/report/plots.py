@@ -15,6 +15,7 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from prunebench.report.tables import headline_label, headline_rows
 from prunebench.study.grid import DENSE, ratio_tag
 
 CAPTIONS = {
@@ -104,7 +105,7 @@ def _plain_log_labels(ax: plt.Axes) -> None:
 
 
 def accuracy_vs_ratio(results: pd.DataFrame, headline: str) -> plt.Figure | None:
-    zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
+    zs = headline_rows(results, headline)
     if zs.empty:
         return None
     keys = ["method", "method_label", "recovery", "achieved_decoder_ratio"]
@@ -123,7 +124,7 @@ def accuracy_vs_ratio(results: pd.DataFrame, headline: str) -> plt.Figure | None
         ax.set_title(f"recovery: {recovery}")
         ax.set_xlabel("achieved decoder ratio")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"mean zero-shot {headline}")
+    axes[0].set_ylabel(headline_label(headline, short=True))
     axes[0].legend(fontsize=7)
     return fig
 
@@ -158,7 +159,7 @@ def speedup_vs_ratio(results: pd.DataFrame) -> plt.Figure | None:
 
 
 def pareto(results: pd.DataFrame, headline: str) -> plt.Figure | None:
-    zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
+    zs = headline_rows(results, headline)
     lat = results[(results["kind"] == "latency") & (results["metric"] == "decode_median_s_per_token")]
     if zs.empty or lat.empty:
         return None
@@ -185,7 +186,7 @@ def pareto(results: pd.DataFrame, headline: str) -> plt.Figure | None:
             best = row.accuracy
     ax.plot([r.latency * 1e3 for r in front], [r.accuracy for r in front], color="black", linewidth=1)
     ax.set_xlabel("decode latency per token (ms, median)")
-    ax.set_ylabel(f"mean zero-shot {headline}")
+    ax.set_ylabel(headline_label(headline, short=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig

@@ -1,0 +1,256 @@
+"""The preflight: open every model, data set and lm-eval task a study names, before any job needs it.
+
+The checks made when the DAG is built (:mod:`prunebench.study.checks`) read configs and local files
+only; what needs the network or opening a file is checked here, by the workflow's first rule, in
+seconds: each model's config and tokenizer, the first rows of each split of each Hub data set the study
+reads, and each lm-eval task's data set split. Every problem is one line, all raised together. What
+was opened is recorded (:func:`write_preflight`): the commit each Hub revision resolved to, or the
+local path, for the report's provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prunebench.data.hub import HUB_SOURCES, HubSource
+from prunebench.data.text import check_text_source, local_text_file
+from prunebench.errors import PrunebenchError, warn
+from prunebench.io import atomic_write_text
+from prunebench.study.config import Problems
+
+#: Rows read of each split to check a data set opens and has its text column.
+FIRST_ROWS = 2
+
+
+@dataclass(frozen=True)
+class TextUse:
+    """One text the study reads: the config key that names it, the source, the split."""
+
+    key: str
+    source: str
+    split: str
+
+
+def text_uses(config: dict[str, Any]) -> list[TextUse]:
+    """Every text of a validated study config: calibration (shared, or each method's own in paper
+    mode), recovery data (train; validation when validated on it) and perplexity data."""
+    from prunebench.methods import available_methods
+    from prunebench.recovery import RecoveryConfig
+    from prunebench.recovery.data import is_instruction_source
+
+    uses = []
+    calibration = config["calibration"]
+    if calibration["mode"] == "shared":
+        uses.append(TextUse("config.calibration.source", calibration["source"], "train"))
+    else:
+        registered = available_methods()
+        for name, spec in config["methods"].items():
+            cls = registered.get(spec.get("method", name))
+            if spec["kind"] == "library" and cls is not None and cls.uses_calibration:
+                source = cls.Config.from_params(spec.get("params")).calib_dataset
+                uses.append(TextUse(f"config.methods.{name}.params.calib_dataset", source, "train"))
+    for name, spec in config["recovery"].items():
+        if name == "none":
+            continue
+        uses.append(TextUse(f"config.recovery.{name}.data", spec["data"], "train"))
+        validates = RecoveryConfig.from_params(spec["params"]).val_batches > 0
+        if validates and not is_instruction_source(spec["data"]) and not Path(spec["data"]).is_file():
+            uses.append(TextUse(f"config.recovery.{name}.data", spec["data"], "validation"))
+    ppl = config["evaluation"]["ppl"]
+    for name, source in ppl["datasets"].items():
+        uses.append(TextUse(f"config.evaluation.ppl.datasets.{name}", source, ppl["split"]))
+    return uses
+
+
+def _hub_source(use: TextUse, config: dict[str, Any]) -> HubSource | None:
+    """The Hub data set a text use reads (a method may read its own for a name), or ``None`` if local."""
+    from prunebench.methods import available_methods
+
+    if use.source not in HUB_SOURCES or Path(use.source).exists():
+        return None
+    method = (
+        use.key.removeprefix("config.methods.").split(".")[0]
+        if use.key.startswith("config.methods.")
+        else None
+    )
+    if method is not None:
+        spec = config["methods"][method]
+        cls = available_methods()[spec.get("method", method)]
+        return getattr(cls, "hub_data", {}).get(use.source, HUB_SOURCES[use.source])
+    return HUB_SOURCES[use.source]
+
+
+def _commit(kind: str, repo: str, revision: str) -> str:
+    """The commit ``revision`` of Hub repository ``repo`` resolves to (``kind``: model or dataset)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    info = (
+        api.model_info(repo, revision=revision)
+        if kind == "model"
+        else api.dataset_info(repo, revision=revision)
+    )
+    return info.sha
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _check_model(name: str, spec: dict[str, Any], problems: Problems, record: dict[str, Any]) -> None:
+    """Config and tokenizer open; a Hub model's revision is resolved to its commit."""
+    from huggingface_hub import constants
+
+    from prunebench.models.checkpoint import _load_tokenizer, load_config
+    from prunebench.models.hub import looks_like_hub_id
+
+    where = f"config.models.{name}"
+    if "gguf" in spec:
+        record[name] = {"source": spec["gguf"].get("source"), "kind": "gguf file"}
+        return  # imported by its own rule; the file was checked when the DAG was built
+    path = spec["path"]
+    if Path(path).exists() or not looks_like_hub_id(path):
+        record[name] = {"source": path, "kind": "local directory"}
+    else:
+        revision = spec.get("revision", "main")
+        entry = {"source": path, "kind": "hub model", "revision": revision, "commit": None}
+        if constants.HF_HUB_OFFLINE:
+            entry["kind"] = "hub model (offline: local cache)"
+        else:
+            try:
+                entry["commit"] = _commit("model", path, revision)
+            except Exception as exc:  # gated, missing, no network: one line each
+                problems.add(
+                    f"{where}.path", f"{path}@{revision} cannot be resolved on the Hub: {_first_line(exc)}"
+                )
+                return
+        record[name] = entry
+    with problems.under(f"{where}.path"):
+        load_config(path)
+        _load_tokenizer(path)
+
+
+def _check_dataset(use: TextUse, source: HubSource, problems: Problems, record: dict[str, Any]) -> None:
+    """The split opens at the served revision (resolved to its commit), has the text column, and its
+    first row starts as the papers' loaders read it (a difference is a warning: the data changed)."""
+    from huggingface_hub import constants
+
+    revision = source.served_revision()
+    entry = record.setdefault(
+        source.repo, {"kind": "hub data set", "revision": revision, "commit": None, "splits": []}
+    )
+    if entry["commit"] is None and not constants.HF_HUB_OFFLINE:
+        try:
+            entry["commit"] = _commit("dataset", source.repo, revision)
+        except Exception as exc:
+            problems.add(
+                use.key, f"{source.repo}@{revision} cannot be resolved on the Hub: {_first_line(exc)}"
+            )
+            return
+    if use.split in entry["splits"]:
+        return
+    try:
+        rows = source.first_rows(use.split, FIRST_ROWS, entry["commit"] or revision)
+    except PrunebenchError as exc:
+        problems.add(use.key, str(exc))
+        return
+    if not rows or source.column not in rows[0]:
+        found = ", ".join(rows[0]) if rows else "no rows"
+        problems.add(use.key, f"{source.repo} {use.split}: no column {source.column!r} ({found})")
+        return
+    entry["splits"].append(use.split)
+    expected = source.starts.get(use.split)
+    first = source.join.join(row[source.column] for row in rows)
+    if expected is not None and not first.startswith(expected[: len(first)]):
+        warn(
+            f"{use.key}: {source.repo} {use.split} starts {first[:40]!r}, not {expected[:40]!r} as the papers read it"
+        )
+
+
+def _check_texts(config: dict[str, Any], problems: Problems, record: dict[str, Any]) -> None:
+    encoding = config["text_encoding"]
+    for use in text_uses(config):
+        source = _hub_source(use, config)
+        if source is None:
+            with problems.under(use.key):
+                check_text_source(use.source, use.split, encoding)
+                path = local_text_file(use.source, use.split)
+                record.setdefault(use.source, {"kind": "local text", "source": str(path or use.source)})
+        else:
+            _check_dataset(use, source, problems, record)
+
+
+def _check_tasks(config: dict[str, Any], problems: Problems, record: dict[str, Any]) -> None:
+    """Each task resolves in lm-eval and the split it evaluates opens (its first row is read)."""
+    import datasets
+
+    from prunebench.evaluation.zeroshot import ZeroShotConfig, task_manager
+
+    zeroshot = config["evaluation"]["zeroshot"]
+    if not zeroshot["tasks"]:
+        return
+    where = "config.evaluation.zeroshot.tasks"
+    try:
+        manager = task_manager(
+            ZeroShotConfig(tasks=tuple(zeroshot["tasks"]), include_path=zeroshot["include_path"])
+        )
+    except PrunebenchError as exc:
+        problems.add(where, str(exc))
+        return
+    for task in zeroshot["tasks"]:
+        spec = manager._get_config(task)  # lm-eval's own resolution of the task's YAML
+        path = spec.get("dataset_path")
+        if path is None:
+            record[task] = {"kind": "lm-eval group"}
+            continue
+        split = spec.get("test_split") or spec.get("validation_split")
+        if split is None:
+            problems.add(f"{where}.{task}", "lm-eval's task names no test or validation split")
+            continue
+        record[task] = {
+            "kind": "lm-eval task",
+            "dataset": path,
+            "name": spec.get("dataset_name"),
+            "split": split,
+        }
+        try:
+            stream = datasets.load_dataset(
+                path,
+                spec.get("dataset_name"),
+                split=split,
+                streaming=True,
+                **(spec.get("dataset_kwargs") or {}),
+            )
+            next(iter(stream))
+        except Exception as exc:
+            problems.add(f"{where}.{task}", f"cannot open {path} {split}: {_first_line(exc)}")
+
+
+def preflight(config: dict[str, Any]) -> dict[str, Any]:
+    """Open everything a validated study names; the record of what was opened (see module doc).
+
+    Raises one ``PrunebenchError`` listing every problem, one line each (a model whose config or
+    tokenizer does not open, a data set split that cannot be read, a task that lm-eval does not know or
+    whose split does not open, a missing or undecodable local text).
+    """
+    problems = Problems()
+    record: dict[str, Any] = {"models": {}, "data": {}, "tasks": {}}
+    for name, spec in config["models"].items():
+        _check_model(name, spec, problems, record["models"])
+    _check_texts(config, problems, record["data"])
+    _check_tasks(config, problems, record["tasks"])
+    if problems.lines:
+        count = "1 problem" if len(problems.lines) == 1 else f"{len(problems.lines)} problems"
+        raise PrunebenchError(f"preflight found {count}:\n  " + "\n  ".join(problems.lines))
+    return record
+
+
+def write_preflight(config: dict[str, Any], out: str | os.PathLike) -> dict[str, Any]:
+    """Run :func:`preflight` and write its record to ``out`` as JSON, atomically."""
+    record = preflight(config)
+    atomic_write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
