@@ -157,7 +157,7 @@ def _data_sources(preflight: dict[str, Any]) -> list[str]:
         if entry.get("kind") == "hub data set":
             out.append(f"{name} ({', '.join(entry['splits'])}){_revision(entry)}")
         else:
-            out.append(f"{entry.get('source', name)} (local)")
+            out.append(f"{name} (local)")
     return out
 
 

@@ -106,14 +106,14 @@ def _check_model(name: str, spec: dict[str, Any], problems: Problems, record: di
     from huggingface_hub import constants
 
     from prunebench.models.checkpoint import _load_tokenizer, load_config
-    from prunebench.models.hub import looks_like_hub_id
+    from prunebench.models.hub import local_parent, looks_like_hub_id
 
     where = f"config.models.{name}"
     if "gguf" in spec:
         record[name] = {"source": spec["gguf"].get("source"), "kind": "gguf file"}
         return  # imported by its own rule; the file was checked when the DAG was built
     path = spec["path"]
-    if Path(path).exists() or not looks_like_hub_id(path):
+    if Path(path).exists() or not looks_like_hub_id(path) or local_parent(path) is not None:
         record[name] = {"source": path, "kind": "local directory"}
     else:
         revision = spec.get("revision", "main")
@@ -179,15 +179,13 @@ def _check_texts(config: dict[str, Any], problems: Problems, record: dict[str, A
             with problems.under(use.key):
                 check_text_source(use.source, use.split, encoding)
                 path = local_text_file(use.source, use.split)
-                record.setdefault(use.source, {"kind": "local text", "source": str(path or use.source)})
+                record[str(path or use.source)] = {"kind": "local text"}
         else:
             _check_dataset(use, source, problems, record)
 
 
 def _check_tasks(config: dict[str, Any], problems: Problems, record: dict[str, Any]) -> None:
     """Each task resolves in lm-eval and the split it evaluates opens (its first row is read)."""
-    import datasets
-
     from prunebench.evaluation.zeroshot import ZeroShotConfig, task_manager
 
     zeroshot = config["evaluation"]["zeroshot"]
@@ -202,32 +200,35 @@ def _check_tasks(config: dict[str, Any], problems: Problems, record: dict[str, A
         problems.add(where, str(exc))
         return
     for task in zeroshot["tasks"]:
-        spec = manager._get_config(task)  # lm-eval's own resolution of the task's YAML
-        path = spec.get("dataset_path")
-        if path is None:
-            record[task] = {"kind": "lm-eval group"}
-            continue
-        split = spec.get("test_split") or spec.get("validation_split")
-        if split is None:
-            problems.add(f"{where}.{task}", "lm-eval's task names no test or validation split")
-            continue
-        record[task] = {
-            "kind": "lm-eval task",
-            "dataset": path,
-            "name": spec.get("dataset_name"),
-            "split": split,
-        }
-        try:
-            stream = datasets.load_dataset(
-                path,
-                spec.get("dataset_name"),
-                split=split,
-                streaming=True,
-                **(spec.get("dataset_kwargs") or {}),
-            )
-            next(iter(stream))
-        except Exception as exc:
-            problems.add(f"{where}.{task}", f"cannot open {path} {split}: {_first_line(exc)}")
+        with problems.under(f"{where}.{task}"):
+            record[task] = _open_task(manager.task_index[task])
+
+
+def _open_task(entry: Any) -> dict[str, Any]:
+    """Open the split an lm-eval task evaluates (test, else validation), as lm-eval's ``download``
+    would: its ``custom_dataset`` function, or the first row of its data set streamed. A group or tag
+    is recorded as such (its tasks open their own data)."""
+    import datasets
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    spec = load_yaml(entry.yaml_path, resolve_func=True) if entry.yaml_path else (entry.cfg or {})
+    if "dataset_path" not in spec and "custom_dataset" not in spec:
+        return {"kind": f"lm-eval {entry.kind.name.lower()}"}
+    split = spec.get("test_split") or spec.get("validation_split")
+    if split is None:
+        raise PrunebenchError("lm-eval's task names no test or validation split")
+    kwargs = {k: v for k, v in (spec.get("dataset_kwargs") or {}).items() if k != "trust_remote_code"}
+    if "custom_dataset" in spec:
+        found = spec["custom_dataset"](**(spec.get("metadata") or {}), **kwargs)
+        if split not in found:
+            raise PrunebenchError(f"its data has no {split} split (it has {', '.join(found)})")
+        return {"kind": "lm-eval task", "dataset": str(entry.yaml_path), "split": split}
+    path, name = spec["dataset_path"], spec.get("dataset_name")
+    try:
+        next(iter(datasets.load_dataset(path, name, split=split, streaming=True, **kwargs)))
+    except Exception as exc:  # no network, no such data set or split, a loading script: one line
+        raise PrunebenchError(f"cannot open {path} {split}: {_first_line(exc)}") from None
+    return {"kind": "lm-eval task", "dataset": path, "name": name, "split": split}
 
 
 def preflight(config: dict[str, Any]) -> dict[str, Any]:
