@@ -179,3 +179,28 @@ def test_blockpruner_reads_tatsu_alpaca_for_alpaca():
     )
     (use,) = [u for u in pf.text_uses(config) if u.key.startswith("config.methods")]
     assert pf._hub_source(use, config) is hub.ALPACA
+
+
+def test_report_provenance_lists_the_commit_of_each_hub_model_and_data_set():
+    from prunebench.report.html import _data_sources, _model_sources
+
+    config = {"models": {"hub": {"path": "meta-llama/Llama-2-7b-hf"}, "tiny": {"path": TINY}}}
+    record = {
+        "models": {
+            "hub": {"kind": "hub model", "source": "meta-llama/Llama-2-7b-hf", "revision": "main", "commit": "01c7f73"},
+            "tiny": {"kind": "local directory", "source": TINY},
+        },
+        "data": {
+            PTB.repo: {"kind": "hub data set", "revision": "refs/convert/parquet", "commit": "9a1b2c3",
+                       "splits": ["validation"]},
+            f"{CORPUS}/test.txt.gz": {"kind": "local text"},
+        },
+    }  # fmt: skip
+    assert _model_sources(config, record) == [
+        "hub: meta-llama/Llama-2-7b-hf, revision main = commit 01c7f73",
+        f"tiny: {TINY}, local",
+    ]
+    assert _data_sources(record) == [
+        f"{PTB.repo} (validation), revision refs/convert/parquet = commit 9a1b2c3",
+        f"{CORPUS}/test.txt.gz (local)",
+    ]
