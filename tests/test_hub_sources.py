@@ -136,3 +136,49 @@ def test_missing_files_wrong_column_and_unknown_split_are_one_line_errors(tmp_pa
         WIKITEXT2.text("test", root=tmp_path / "w")
     with pytest.raises(PrunebenchError, match=r"bookcorpus/bookcorpus has no test split \(it has train\)"):
         BOOKCORPUS.text("test", root=ptb_root)
+
+
+def test_every_hub_data_read_goes_through_the_registry():
+    """No loader of its own elsewhere: ``load_dataset`` is called by the registry and, for lm-eval's
+    own task data, by the preflight only."""
+    import ast
+    from pathlib import Path
+
+    def calls(path: Path) -> bool:
+        return any(
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "load_dataset"
+            for node in ast.walk(ast.parse(path.read_text()))
+        )
+
+    src = Path(__file__).parents[1] / "src" / "prunebench"
+    callers = {p.relative_to(src).as_posix() for p in src.rglob("*.py") if calls(p)}
+    assert callers == {"data/hub.py", "study/preflight.py"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"models": {"tiny": {"path": "tests/data/tiny-model", "revision": "abc"}}},
+            "config.models.tiny.revision: tests/data/tiny-model is a local directory: a revision is for a Hub model",
+        ),
+        (
+            {"data_revisions": {"nobody/text": "abc"}},
+            "config.data_revisions.nobody/text: not a Hub data set prunebench reads (known: Salesforce/wikitext,",
+        ),
+    ],
+)
+def test_revisions_only_for_hub_models_and_known_data_sets(change, message):
+    from prunebench.study.config import validate_config
+
+    raw = {
+        "models": {"tiny": {"path": "tests/data/tiny-model"}},
+        "methods": {"magnitude-sp": {}},
+        "ratios": [0.3],
+    }
+    with pytest.raises(PrunebenchError) as caught:
+        validate_config({**raw, **change}, files=False)
+    assert message in str(caught.value)
+    pins = {"data_revisions": {PTB.repo: "abc"}, "models": {"hub": {"path": "o/m", "revision": "v1"}}}
+    assert validate_config({**raw, **pins}, files=False)["data_revisions"] == {PTB.repo: "abc"}
