@@ -136,17 +136,15 @@ def test_a_hub_split_that_does_not_open_or_starts_otherwise(hub_from, capsys):
     path = hub_from / PTB.repo / "penn_treebank" / "test" / "0000.parquet"
     path.parent.mkdir(parents=True)
     pd.DataFrame({"sentence": ["a sentence the papers never read"]}).to_parquet(path)
-    config = study(**{"evaluation.ppl": {"datasets": {"ptb": "ptb", "wiki": "wikitext2"}, "split": "test"}})
+    datasets = {"ptb": "ptb", "wiki": "wikitext2", "wiki-again": "wikitext2"}
+    config = study(**{"evaluation.ppl": {"datasets": datasets, "split": "test"}})
     with pytest.raises(PrunebenchError) as caught:
         pf.preflight(config)
-    assert (
-        str(caught.value)
-        .splitlines()[1]
-        .strip()
-        .startswith(
-            f"config.evaluation.ppl.datasets.wiki: cannot read {hub_from}/Salesforce/wikitext/wikitext-2-raw-v1/test-*.parquet"
-        )
-    )
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "preflight found 1 problem:"  # one split of one data set: one line, naming both keys
+    wikitext = f"{hub_from}/Salesforce/wikitext/wikitext-2-raw-v1/test-*.parquet"
+    keys = "config.evaluation.ppl.datasets.wiki, config.evaluation.ppl.datasets.wiki-again"
+    assert lines[1].strip().startswith(f"{keys}: cannot read {wikitext}")
     assert (
         "ptb-text-only/ptb_text_only test starts 'a sentence the papers never read'"
         in capsys.readouterr().err

@@ -134,45 +134,56 @@ def _check_model(name: str, spec: dict[str, Any], problems: Problems, record: di
         _load_tokenizer(path)
 
 
-def _check_dataset(use: TextUse, source: HubSource, problems: Problems, record: dict[str, Any]) -> None:
+def _check_dataset(
+    keys: list[str], source: HubSource, split: str, problems: Problems, record: dict[str, Any]
+) -> None:
     """The split opens at the served revision (resolved to its commit), has the text column, and its
-    first row starts as the papers' loaders read it (a difference is a warning: the data changed)."""
+    first row starts as the papers' loaders read it (a difference is a warning: the data changed).
+    ``keys``: the config keys that read it, named together in its one problem line."""
     from huggingface_hub import constants
 
+    where = ", ".join(keys)
     revision = source.served_revision()
-    entry = record.setdefault(
-        source.repo, {"kind": "hub data set", "revision": revision, "commit": None, "splits": []}
-    )
-    if entry["commit"] is None and not constants.HF_HUB_OFFLINE:
-        try:
-            entry["commit"] = _commit("dataset", source.repo, revision)
-        except Exception as exc:
-            problems.add(
-                use.key, f"{source.repo}@{revision} cannot be resolved on the Hub: {_first_line(exc)}"
-            )
-            return
-    if use.split in entry["splits"]:
-        return
+    entry = record.get(source.repo)
+    if entry is None:
+        entry = record[source.repo] = {
+            "kind": "hub data set",
+            "revision": revision,
+            "commit": None,
+            "splits": [],
+        }
+        if not constants.HF_HUB_OFFLINE:
+            try:
+                entry["commit"] = _commit("dataset", source.repo, revision)
+            except Exception as exc:
+                entry["kind"] = "hub data set (not resolved)"
+                problems.add(
+                    where, f"{source.repo}@{revision} cannot be resolved on the Hub: {_first_line(exc)}"
+                )
+    if entry["kind"] != "hub data set":
+        return  # its repository is reported already
     try:
-        rows = source.first_rows(use.split, FIRST_ROWS, entry["commit"] or revision)
+        rows = source.first_rows(split, FIRST_ROWS, entry["commit"] or revision)
     except PrunebenchError as exc:
-        problems.add(use.key, str(exc))
+        problems.add(where, str(exc))
         return
     if not rows or source.column not in rows[0]:
         found = ", ".join(rows[0]) if rows else "no rows"
-        problems.add(use.key, f"{source.repo} {use.split}: no column {source.column!r} ({found})")
+        problems.add(where, f"{source.repo} {split}: no column {source.column!r} ({found})")
         return
-    entry["splits"].append(use.split)
-    expected = source.starts.get(use.split)
+    entry["splits"].append(split)
+    expected = source.starts.get(split)
     first = source.join.join(row[source.column] for row in rows)
     if expected is not None and not first.startswith(expected[: len(first)]):
         warn(
-            f"{use.key}: {source.repo} {use.split} starts {first[:40]!r}, not {expected[:40]!r} as the papers read it"
+            f"{where}: {source.repo} {split} starts {first[:40]!r}, not {expected[:40]!r} as the papers read it"
         )
 
 
 def _check_texts(config: dict[str, Any], problems: Problems, record: dict[str, Any]) -> None:
+    """Local texts exist, hold their split and decode; each Hub data set split is opened once."""
     encoding = config["text_encoding"]
+    hub_splits: dict[tuple[str, str], tuple[HubSource, list[str]]] = {}
     for use in text_uses(config):
         source = _hub_source(use, config)
         if source is None:
@@ -181,7 +192,9 @@ def _check_texts(config: dict[str, Any], problems: Problems, record: dict[str, A
                 path = local_text_file(use.source, use.split)
                 record[str(path or use.source)] = {"kind": "local text"}
         else:
-            _check_dataset(use, source, problems, record)
+            hub_splits.setdefault((source.repo, use.split), (source, []))[1].append(use.key)
+    for (_, split), (source, keys) in hub_splits.items():
+        _check_dataset(keys, source, split, problems, record)
 
 
 def _check_tasks(config: dict[str, Any], problems: Problems, record: dict[str, Any]) -> None:
