@@ -1,4 +1,4 @@
-"""The Hugging Face Hub data sets the study names, read as data files (no loading scripts).
+r"""The Hugging Face Hub data sets the study names, read as data files (no loading scripts).
 
 ``datasets`` 4 and later run no loading scripts, so every source here reads files: a data set's own
 Parquet or JSON files, or, for a data set that only ever had a script (PTB, BookCorpus), the Parquet
@@ -10,6 +10,24 @@ project: calibration, recovery, perplexity and the methods' own loaders all read
 reads from the Hub at a revision (a branch, tag or commit; default its ``revision`` field), or from a
 local folder laid out like the repository (``root``), which is how the tests read small files shaped
 like the originals without touching the Hub.
+
+The study's names, what each reads, how its rows are joined and how its text begins (``starts``,
+checked by the preflight on the rows the Hub serves), train / validation / test:
+
+- ``wikitext2``: Salesforce/wikitext, wikitext-2-raw-v1 (main); joined with "\n\n";
+  "\n\n = Valkyria Chronicles III = \n" / "\n\n = Homarus gammarus = \n" / "\n\n = Robert Boulter = \n".
+- ``ptb``: ptb-text-only/ptb_text_only, penn_treebank (Parquet conversion); joined with "\n\n";
+  "aer banknote berlitz calloway centrust" / "consumers may want to move their telephones" /
+  "no it was n't black monday".
+- ``c4``: allenai/c4, en shard 0 (main), the first 5,000 train and 1,100 validation documents; joined
+  with " "; "Beginners BBQ Class Taking Place in Missoula!" / not recorded (test: validation shard 0).
+- ``alpaca``: yahma/alpaca-cleaned, its JSON file (main); records; "Give three tips for staying healthy."
+- ``bookcorpus``: bookcorpus/bookcorpus, plain_text (Parquet conversion), the first 20,000 rows; joined
+  with "\n"; "usually , he would be tearing around the living room , playing with his toys ."
+- ``pg19``: emozilla/pg19 (Parquet conversion), the first 20 books; joined with "\n\n"; not recorded.
+
+BlockPruner's ``alpaca`` is tatsu-lab/alpaca's formatted ``text`` (:data:`ALPACA`); LLM-Pruner reads
+every BookCorpus row (:meth:`HubSource.dataset`).
 """
 
 from __future__ import annotations
