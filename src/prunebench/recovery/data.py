@@ -29,7 +29,6 @@ from prunebench.errors import PrunebenchError, warn
 from prunebench.files import DEFAULT_ENCODING, check_decodes, read_text_file
 
 IGNORE = -100
-ALPACA_HUB_ID = "yahma/alpaca-cleaned"
 INSTRUCTION_SUFFIXES = (".json", ".jsonl")
 
 # The Alpaca prompt format (Stanford Alpaca; LLM-Pruner's templates/alpaca.json): a fixed data format.
