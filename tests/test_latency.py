@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def cache_bytes_per_token(model, batch: int, prompt: int) -> float:
     """Bytes the model's own KV cache holds after a prefill, per token and sequence."""
     ids = torch.randint(0, 128, (batch, prompt))
     with torch.no_grad():
-        cache = model(input_ids=ids, use_cache=True).past_key_values
+        cache = model(input_ids=ids, use_cache=True).cache
     filled = [layer for layer in cache.layers if layer.keys is not None]  # layers without attention: none
     held = sum(t.numel() * t.element_size() for layer in filled for t in (layer.keys, layer.values))
     return held / (batch * prompt)
@@ -300,3 +301,13 @@ def test_benchmark_script_compares_width_and_depth_plans_with_the_dense_model(tm
     assert "width@0.3" in capsys.readouterr().out and result["command"].startswith(
         "python benchmarks/bench_latency.py --config"
     )
+
+
+def test_prefill_and_decode_use_the_cache_api_without_deprecation_warnings(dense, pruned):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name goes in 5.40): neither the
+    harness nor the pruned decoder layers may pass the old name, which warns on every forward."""
+    ids = torch.randint(0, 128, (2, 5))
+    for model in (dense, pruned):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            latency.run_once(model, ids, 3, latency._Clock(torch.device("cpu")))

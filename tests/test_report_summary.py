@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from prunebench.report.headline import headline_column, headline_label, headline_rows
 from prunebench.report.html import summary_table
 from prunebench.report.tables import COLUMNS, summary
 from prunebench.steps import prune_model
@@ -41,3 +42,29 @@ def test_summary_and_report_show_where_each_method_cut():
     html = summary_table(table, "acc")
     assert ">attn. %</th>" in html and ">MLP %</th>" in html
     assert "33.3" in html and "15.6" in html
+
+
+def _zeroshot(method: str, values: dict[tuple[str, str], float]) -> list[dict]:
+    rows = []
+    for (task, metric), value in values.items():
+        row = dict.fromkeys(COLUMNS)
+        row.update(model="m", method=method, method_label=method, target_ratio=0.2, recovery="none",
+                   kind="zeroshot", task=task, metric=metric, value=value)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def test_headline_mean_covers_every_task_acc_norm_where_reported_acc_otherwise():
+    # BoolQ and WinoGrande report only acc; the papers' 7-task mean counts them all.
+    scores = {("boolq", "acc"): 0.7, ("winogrande", "acc"): 0.6, ("piqa", "acc"): 0.75, ("piqa", "acc_norm"): 0.8,
+              ("hellaswag", "acc"): 0.5, ("hellaswag", "acc_norm"): 0.65}  # fmt: skip
+    frame = pd.DataFrame(_zeroshot("flap", scores))
+    table = summary(frame, headline="acc_norm")
+    assert headline_column("acc_norm") == "mean_acc_norm_or_acc" in table
+    assert table["mean_acc_norm_or_acc"].iloc[0] == pytest.approx((0.7 + 0.6 + 0.8 + 0.65) / 4)
+    assert summary(frame, headline="acc")["mean_acc"].iloc[0] == pytest.approx((0.7 + 0.6 + 0.75 + 0.5) / 4)
+    picked = headline_rows(frame, "acc_norm")
+    assert dict(zip(picked["task"], picked["metric"], strict=True)) == {
+        "boolq": "acc", "winogrande": "acc", "piqa": "acc_norm", "hellaswag": "acc_norm"}  # fmt: skip
+    assert len(frame) == 6  # the per-task values, both metrics, stay in the tidy table
+    assert "acc_norm where the task reports it, acc otherwise" in headline_label("acc_norm")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
+from prunebench.revisions import export as export_revisions
 from prunebench.study import validate_config, variants
 from prunebench.study.checks import check_devices
 from prunebench.study.cluster import Request, check_cluster
@@ -35,6 +36,8 @@ try:
     config.update(validate_config(config, files=workflow.is_main_process))
 except PrunebenchError as exc:
     sys.exit(f"prunebench: error: {exc}")
+# The study's Hub revisions, for every job's loaders (each job reads this file again).
+export_revisions(config)
 
 
 # Devices are checked where the jobs run: here, unless an executor sends them elsewhere (Slurm: there
@@ -115,10 +118,16 @@ def base_model(wildcards):
     return config["models"][wildcards.model]["path"]
 
 
+# Written by rule preflight, which every job that opens a base model waits for. ancient(): a preflight
+# run again (the file is newer) does not make the study's results out of date.
+PREFLIGHT = f"{RESULTS}/preflight.json"
+
+
 def base_model_files(wildcards):
-    """The base model as a tracked input when it is a local directory (or imported), else nothing."""
+    """The base model as a tracked input when it is a local directory (or imported), and the preflight."""
     path = base_model(wildcards)
-    return [path] if "gguf" in model_spec(wildcards) or Path(path).exists() else []
+    local = [path] if "gguf" in model_spec(wildcards) or Path(path).exists() else []
+    return [*local, ancient(PREFLIGHT)]
 
 
 def gguf_source(wildcards):

@@ -39,3 +39,20 @@ rule calibration:
         "../../envs/prunebench.yaml"
     script:
         "../scripts/calibration.py"
+
+
+rule preflight:
+    """Open every model, Hub data set and lm-eval task the study names, in seconds, before any job."""
+    output:
+        PREFLIGHT,
+    log:
+        f"{LOGS}/preflight.log",
+    params:
+        config=config,
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        "../../envs/prunebench.yaml"
+    script:
+        "../scripts/preflight.py"

@@ -69,6 +69,7 @@ rule report:
         plots=f"{RESULTS}/plots",
         template="report/index.html.j2",
         published="resources/published",  # the papers' numbers shown beside ours (report/published.py)
+        preflight=ancient(PREFLIGHT),
     output:
         report(
             f"{RESULTS}/report/index.html",

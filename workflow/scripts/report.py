@@ -13,4 +13,5 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
         sm.output[0],
         results_csv=sm.input.results,
         findings_csv=sm.input.findings,
+        preflight=sm.input.preflight,
     )

@@ -27,7 +27,6 @@ the ideal speed-ups versus the base model (ratios of FLOPs and of weight bytes) 
 from __future__ import annotations
 
 import gc
-import inspect
 import platform
 import re
 import time
@@ -186,25 +185,18 @@ class _Clock:
         return end - start
 
 
-def _cache_name(model: torch.nn.Module) -> str:
-    """The KV cache's argument and output name: transformers 5.24 renamed ``past_key_values`` to
-    ``cache`` (the old name warns once per call); earlier 5.x releases know only the old one."""
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
-
-
 @torch.inference_mode()
 def run_once(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int, clock: _Clock) -> tuple:
     """One prefill and ``new_tokens`` greedy decode steps; returns (prefill seconds, decode seconds)."""
-    name = _cache_name(model)
     t0 = clock.mark()
     out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
     token = out.logits[:, -1:].argmax(dim=-1)
     t1 = clock.mark()
-    cache = getattr(out, name)
+    cache = out.cache
     for _ in range(new_tokens):
-        out = model(input_ids=token, use_cache=True, **{name: cache})
+        out = model(input_ids=token, cache=cache, use_cache=True)
         token = out.logits[:, -1:].argmax(dim=-1)
-        cache = getattr(out, name)
+        cache = out.cache
     t2 = clock.mark()
     return clock.seconds(t0, t1), clock.seconds(t1, t2)
 

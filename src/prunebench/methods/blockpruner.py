@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from prunebench.data.calibration import check_enough_tokens, token_ids
+from prunebench.data.hub import ALPACA, HubSource
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import MethodConfig, Scores
 from prunebench.methods.greedy_method import (
@@ -127,9 +129,7 @@ def example_rows(
 def alpaca_pool() -> list[str]:
     """The official calibration pool: the formatted `text` of tatsu-lab/alpaca, split 80/20 (seed 42)
     and the 20% split in half (seed 42); the first half (the official "test" set) is the pool."""
-    from datasets import load_dataset
-
-    rows = load_dataset("tatsu-lab/alpaca", split="train").select_columns(["text"])
+    rows = ALPACA.dataset("train").select_columns(["text"])
     held_out = rows.train_test_split(test_size=0.2, seed=42)["test"]
     return list(held_out.train_test_split(test_size=0.5, seed=42)["train"]["text"])
 
@@ -158,6 +158,8 @@ class BlockPruner(GreedyOrderMethod):
     """
 
     Config = BlockPrunerConfig
+    #: calib_dataset ``alpaca`` reads tatsu-lab/alpaca's formatted text (the official pool), not Alpaca-cleaned.
+    hub_data: ClassVar[dict[str, HubSource]] = {"alpaca": ALPACA}
 
     def calibration(
         self, tokenizer: PreTrainedTokenizerBase, source: str, config: MethodConfig, encoding: str = "utf-8"

@@ -197,9 +197,9 @@ class FinerCut(GreedyOrderMethod):
     ) -> torch.Tensor:
         """The first nsamples × seqlen tokens of `source`'s train split (official WikiText-2 recipe)."""
         if source == "wikitext2":
-            from datasets import load_dataset
+            from prunebench.data.hub import WIKITEXT2
 
-            lines = load_dataset("wikitext", "wikitext-2-raw-v1", split="train")["text"]
+            lines = WIKITEXT2.dataset("train")["text"]
         else:
             from prunebench.data import load_text
 

@@ -213,10 +213,11 @@ class _DatasetRows(Sequence[str]):
 
 
 def bookcorpus_rows() -> Sequence[str]:
-    """All rows of BookCorpus' train split, as ``load_dataset('bookcorpus', split='train')`` officially."""
-    from datasets import load_dataset
+    """All rows of BookCorpus' train split, as ``load_dataset('bookcorpus', split='train')`` officially
+    (read from the Hub's Parquet conversion, :data:`prunebench.data.hub.BOOKCORPUS`)."""
+    from prunebench.data.hub import BOOKCORPUS
 
-    return _DatasetRows(load_dataset("bookcorpus", split="train"))
+    return _DatasetRows(BOOKCORPUS.dataset("train"))
 
 
 # ---------------------------------------------------------------------------------------------- steps 2-3

@@ -27,6 +27,7 @@ from prunebench.models.integrity import check_finite_weights
 from prunebench.models.modeling_prunebench import LAYER_SPEC_KEY, PRUNED_CLASSES
 from prunebench.models.surgery import sync_config
 from prunebench.plan import PruningPlan
+from prunebench.revisions import model_revision
 
 MODELING_FILE = "modeling_prunebench.py"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -101,11 +102,17 @@ def _model_class(name_or_path: str | os.PathLike) -> type:
     return PRUNED_CLASSES[family] if LAYER_SPEC_KEY in config else AutoModelForCausalLM
 
 
+def pinned(name_or_path: str | os.PathLike) -> dict[str, str]:
+    """``{"revision": ...}`` when the study pins Hub model ``name_or_path`` (:mod:`prunebench.revisions`)."""
+    revision = model_revision(str(name_or_path))
+    return {"revision": revision} if revision else {}
+
+
 def load_config(name_or_path: str | os.PathLike) -> PretrainedConfig:
     """The model's config alone (no weights); a bad path or unsupported family is a ``PrunebenchError``."""
     _model_class(name_or_path)
     try:
-        return AutoConfig.from_pretrained(str(name_or_path))
+        return AutoConfig.from_pretrained(str(name_or_path), **pinned(name_or_path))
     except (OSError, ValueError) as exc:
         raise PrunebenchError(
             f"cannot load the config of {name_or_path}: {str(exc).splitlines()[0]}"
@@ -143,7 +150,9 @@ def load_pretrained(
     check_device(str(device))
     model_class = _model_class(name_or_path)
     try:
-        model = model_class.from_pretrained(str(name_or_path), dtype=dtype, use_safetensors=True)
+        model = model_class.from_pretrained(
+            str(name_or_path), dtype=dtype, use_safetensors=True, **pinned(name_or_path)
+        )
     except (RuntimeError, ValueError, OSError) as exc:
         raise PrunebenchError(f"cannot load model {name_or_path}: {str(exc).splitlines()[0]}") from None
     get_adapter(model)
@@ -162,7 +171,7 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase |
 
 def _load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path))
+        return AutoTokenizer.from_pretrained(str(name_or_path), **pinned(name_or_path))
     except Exception as exc:  # tokenizers' own parse errors are bare Exceptions
         raise PrunebenchError(
             f"cannot load the tokenizer of {name_or_path}: {str(exc).splitlines()[0] if str(exc) else exc!r}"

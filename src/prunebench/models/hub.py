@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prunebench.errors import PrunebenchError
+from prunebench.revisions import model_revision
 
 #: Seconds the one request to the Hub may take.
 HUB_TIMEOUT = 10.0
@@ -44,14 +45,15 @@ def look_up(name: str) -> HubLookup:
         RepositoryNotFoundError,
     )
 
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+    revision = model_revision(name)
+    if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
         return HubLookup(True)
     if constants.HF_HUB_OFFLINE:
         return HubLookup(
             False, "it is not in the local Hugging Face cache (HF_HUB_OFFLINE is set)", asked=False
         )
     try:
-        get_hf_file_metadata(hf_hub_url(name, "config.json"), timeout=HUB_TIMEOUT)
+        get_hf_file_metadata(hf_hub_url(name, "config.json", revision=revision), timeout=HUB_TIMEOUT)
     except GatedRepoError:
         return HubLookup(False, "it is gated on the Hub: accept its licence there and log in (hf auth login)")
     except RepositoryNotFoundError:

@@ -24,12 +24,13 @@ LAYER_SPEC_KEY = "prunebench_layers"
 
 
 class SkippableDecoderLayerMixin:
-    """Decoder-layer forward that skips a removed sublayer; the residual stream passes unchanged."""
+    """Decoder-layer forward that skips a removed sublayer; the residual stream passes unchanged.
+
+    Every argument but the hidden states (mask, positions, the KV cache ``cache``, which replaced
+    ``past_key_values`` in transformers 5.24, rotary embeddings) goes to attention as the caller passed it.
+    """
 
     def forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        # Every other argument (mask, positions, the KV cache, rotary embeddings) goes to attention as
-        # the family's own layer passes it; naming none of them keeps us right across transformers 5.x
-        # (5.24 renamed ``past_key_values`` to ``cache``; naming the old one made attention warn).
         if self.self_attn is not None:
             residual = hidden_states
             attn_out, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), **kwargs)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from prunebench.data import load_text, tokenize
+from prunebench.data.hub import HUB_SOURCES
 from prunebench.data.text import check_text_source
 from prunebench.errors import PrunebenchError, warn
 from prunebench.files import DEFAULT_ENCODING, check_decodes, read_text_file
@@ -38,7 +39,6 @@ from prunebench.recovery.stream import (
 )
 
 IGNORE = -100
-ALPACA_HUB_ID = "yahma/alpaca-cleaned"
 INSTRUCTION_SUFFIXES = (".json", ".jsonl")
 
 # The Alpaca prompt format (Stanford Alpaca; LLM-Pruner's templates/alpaca.json): a fixed data format.
@@ -175,15 +175,9 @@ def read_instruction_records(source: str, encoding: str = DEFAULT_ENCODING) -> l
     ``encoding``; undecodable bytes are named with their offset)."""
     if source == "alpaca":
         try:
-            import datasets
-
-            rows = datasets.load_dataset(ALPACA_HUB_ID, split="train")
-        except Exception as err:  # network, cache or format problems all mean: no Alpaca here
-            raise PrunebenchError(
-                f"cannot load Alpaca-cleaned ({ALPACA_HUB_ID}) from the Hugging Face Hub ({err}); "
-                "offline, recover on a local text corpus instead"
-            ) from err
-        records = [dict(row) for row in rows]
+            records = HUB_SOURCES["alpaca"].rows("train")
+        except PrunebenchError as err:
+            raise PrunebenchError(f"{err}; offline, recover on a local text corpus instead") from None
     else:
         text = read_text_file(source, encoding)
         try:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from prunebench.report.claims import Z, outcome, paired_nll_difference
+from prunebench.report.headline import headline_rows
 from prunebench.study.grid import DENSE
 
 #: (model, method, target ratio, recovery, data set, window) -> per-window mean NLLs (nats)
@@ -85,8 +86,9 @@ def _accuracy_better(acc: dict[str, tuple[float, float]]) -> dict[tuple[str, str
 
 
 def mean_accuracy(results: pd.DataFrame, headline: str) -> pd.DataFrame:
-    """Per variant: the mean headline accuracy over tasks, its standard error and the task count."""
-    zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
+    """Per variant: the mean headline accuracy over every task (:func:`headline_rows`), its standard error
+    and the task count."""
+    zs = headline_rows(results, headline)
     keys = ["model", "method", "method_label", "target_ratio", "recovery"]
     grouped = zs.groupby(keys, sort=False)
     out = grouped["value"].mean().rename("accuracy").to_frame()

@@ -19,6 +19,7 @@ import yaml
 import prunebench
 from prunebench.io import atomic_write_text
 from prunebench.report.claims import Z
+from prunebench.report.headline import headline_column, headline_label, headline_rows
 from prunebench.report.html_tables import Cell, number, percent, plus_minus, rank, table, text, with_interval
 from prunebench.report.plots import CAPTIONS
 from prunebench.report.published import published_html
@@ -128,12 +129,25 @@ def _method_options(config: dict[str, Any]) -> list[str]:
     ]
 
 
-def _model_sources(config: dict[str, Any]) -> list[str]:
-    """Where each model came from; an imported GGUF file with its package, hash and quantization."""
+def _revision(entry: dict[str, Any] | None) -> str:
+    """``, revision main = commit 0123456789ab`` of a Hub entry of the preflight record; else ``""``."""
+    if not entry or "revision" not in entry:
+        return ", local" if entry else ""
+    commit = entry.get("commit")
+    return (
+        f", revision {entry['revision']} = commit {commit}"
+        if commit
+        else f", revision {entry['revision']} (offline: commit not resolved)"
+    )
+
+
+def _model_sources(config: dict[str, Any], preflight: dict[str, Any]) -> list[str]:
+    """Where each model came from (a Hub model with the commit read); an imported GGUF file with its
+    package, hash and quantization."""
     out = []
     for name, spec in config["models"].items():
         provenance = Path(spec["path"]) / "provenance.json"
-        text = f"{name}: {spec['path']}"
+        text = f"{name}: {spec['path']}{_revision(preflight.get('models', {}).get(name))}"
         if "gguf" in spec and provenance.is_file():
             p = json.loads(provenance.read_text())
             package = p["source"]["package"]
@@ -144,6 +158,17 @@ def _model_sources(config: dict[str, Any]) -> list[str]:
                 f"{types}; licence {p['license']}), dequantized to {p['dequantized_to']}"
             )
         out.append(text)
+    return out
+
+
+def _data_sources(preflight: dict[str, Any]) -> list[str]:
+    """Each data set the study read: a Hub data set with its revision and commit, or a local text."""
+    out = []
+    for name, entry in preflight.get("data", {}).items():
+        if entry.get("kind") == "hub data set":
+            out.append(f"{name} ({', '.join(entry['splits'])}){_revision(entry)}")
+        else:
+            out.append(f"{name} (local)")
     return out
 
 
@@ -275,7 +300,7 @@ def summary_table(summary: pd.DataFrame, headline: str) -> str:
         )
         for c in ppl_columns
     ]
-    acc = f"mean_{headline}"
+    acc = headline_column(headline)
     if acc in summary:
         headers.append((f"mean {headline}", "mean zero-shot accuracy over tasks (0-1) ± 1 standard error"))
     headers += [
@@ -323,19 +348,24 @@ def _variant_headers(several: bool) -> list[tuple[str, str]]:
 
 
 def task_table(results: pd.DataFrame, headline: str) -> str:
-    """Per-task accuracy (headline metric, ± 1 standard error) of every variant; chance in the header."""
+    """Per-task accuracy (the headline metric where the task reports it, acc otherwise; ± 1 standard
+    error) of every variant; chance in the header."""
     from prunebench.report.plots import chance_levels
 
-    zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
+    zs = headline_rows(results, headline)
     if zs.empty:
         return ""
     several = _models_column(zs)
     tasks = list(dict.fromkeys(zs["task"]))
+    metric = zs.groupby("task")["metric"].first()
     chance = chance_levels()
     keys = ["model", "method", "method_label", "target_ratio", "recovery"]
     wide = zs.pivot_table(index=keys, columns="task", values=["value", "stderr"], aggfunc="first", sort=False)
     headers = _variant_headers(several) + [
-        (f"{t} (chance {chance[t]:.2f})" if t in chance else t, f"{headline} on {t} (0-1) ± 1 standard error")
+        (
+            f"{t} (chance {chance[t]:.2f})" if t in chance else t,
+            f"{metric[t]} on {t} (0-1) ± 1 standard error",
+        )
         for t in tasks
     ]
     rows = []
@@ -387,12 +417,15 @@ def render_report(
     out: str,
     results_csv: str | None = None,
     findings_csv: str | None = None,
+    preflight: str | None = None,
 ) -> None:
     """Render ``template`` (Jinja2) with everything the reader needs, images inlined, and write ``out``:
     the findings (methods ranked per setting), the summary, per-task accuracy, perplexity per data set and
     window, the plots, the papers' published numbers beside ours where a model has ``published_as``
-    (``prunebench.report.published``), methods, protocol and provenance. Tables are sortable."""
+    (``prunebench.report.published``), methods, protocol and provenance (with ``preflight``, the preflight
+    record: the revision and commit of each Hub model and data set). Tables are sortable."""
     summary = pd.read_csv(summary_csv)
+    opened = json.loads(Path(preflight).read_text()) if preflight and Path(preflight).is_file() else {}
     headline = config["evaluation"]["zeroshot"]["headline"]
     results = pd.read_csv(results_csv) if results_csv else None
     findings = pd.read_csv(findings_csv) if findings_csv else None
@@ -426,7 +459,9 @@ def render_report(
         recovery_budgets=_recovery_budgets(config),
         recovery_warnings=_recovery_warnings(config),
         method_options=_method_options(config),
-        model_sources=_model_sources(config),
+        model_sources=_model_sources(config, opened),
+        data_sources=_data_sources(opened),
+        headline=headline_label(config["evaluation"]["zeroshot"]["headline"]),
         evaluation=config["evaluation"],
         calibration=config["calibration"],
         published=published_html(config, results_csv) if results_csv else "",

@@ -25,6 +25,7 @@ import yaml
 
 from prunebench.report.claims import Z
 from prunebench.report.findings import mean_accuracy, shape_speedups
+from prunebench.report.headline import headline_label, headline_rows
 from prunebench.report.styles import DENSE_STYLE, MARKERS
 from prunebench.study.grid import DENSE, ratio_tag, study_root
 
@@ -194,7 +195,7 @@ def chance(tasks: list[str]) -> float | None:
 def accuracy_vs_ratio(
     results: pd.DataFrame, headline: str, styles: dict[str, dict[str, Any]] | None = None
 ) -> plt.Figure | None:
-    zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
+    zs = headline_rows(results, headline)
     if zs.empty:
         return None
     styles = styles or _fallback_styles(results)
@@ -228,7 +229,7 @@ def accuracy_vs_ratio(
             ax.set_title(f"{model} · recovery: {recovery}", fontsize=9)
             _ratio_axis(ax, span)
             ax.grid(alpha=0.3)
-        row_axes[0].set_ylabel(f"mean zero-shot {headline}")
+        row_axes[0].set_ylabel(headline_label(headline, short=True))
     extra = [matplotlib.lines.Line2D([], [], color="black", linestyle="--", label="dense")]
     if level is not None:
         extra.append(
@@ -295,7 +296,7 @@ def speedup_vs_ratio(
 def pareto(
     results: pd.DataFrame, headline: str, styles: dict[str, dict[str, Any]] | None = None
 ) -> plt.Figure | None:
-    zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
+    zs = headline_rows(results, headline)
     lat = results[(results["kind"] == "latency") & (results["metric"] == "decode_median_s_per_token")]
     if zs.empty or lat.empty:
         return None
@@ -336,7 +337,7 @@ def pareto(
         )
         ax.set_xlabel("decode latency per token (ms, median)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"mean zero-shot {headline}")
+    axes[0][0].set_ylabel(headline_label(headline, short=True))
     _legend(fig, styles, labels)
     return fig
 

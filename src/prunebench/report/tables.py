@@ -16,6 +16,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.models.checkpoint import load_skeleton
 from prunebench.models.counting import decoder_params, total_params
 from prunebench.report.findings import findings, mean_accuracy, shape_speedups
+from prunebench.report.headline import headline_column
 from prunebench.study.grid import DENSE, Variant, variants
 
 COLUMNS = [
@@ -306,6 +307,9 @@ def summary(results: pd.DataFrame, headline: str = "acc_norm") -> pd.DataFrame:
     """One row per model variant: size, where it was cut, perplexities, mean zero-shot accuracy with its
     standard error, speed-ups, cost.
 
+    The mean accuracy covers every evaluated task (:func:`headline_rows`); the per-task values stay in
+    the tidy table.
+
     ``attention_removed`` and ``mlp_removed`` are the fractions of the dense model's attention and MLP
     parameters removed, so a structural collapse (e.g. every layer losing a third of its attention) shows.
     Speed-ups (:func:`prunebench.report.findings.shape_speedups`) are those of the variant's plan shape,
@@ -327,7 +331,10 @@ def summary(results: pd.DataFrame, headline: str = "acc_norm") -> pd.DataFrame:
     if not accuracy.empty:
         parts.append(
             accuracy.set_index(keys)[["accuracy", "accuracy_se"]].rename(
-                columns={"accuracy": f"mean_{headline}", "accuracy_se": f"mean_{headline}_se"}
+                columns={
+                    "accuracy": headline_column(headline),
+                    "accuracy_se": f"{headline_column(headline)}_se",
+                }
             )
         )
     cost = results[(results["kind"] == "cost") & (results["metric"] == "seconds")]

@@ -151,6 +151,7 @@ def _check_semantics(config: dict[str, Any], problems: Problems) -> None:
             parse_device(spec["device"])
     with problems.under("config.text_encoding"):
         check_encoding(config["text_encoding"])
+    _check_data_revisions(config, problems)
     if len(set(config["ratios"])) != len(config["ratios"]):
         problems.add("config.ratios", "ratios must be unique")
     for name, spec in config["recovery"].items():
@@ -170,6 +171,18 @@ def _check_semantics(config: dict[str, Any], problems: Problems) -> None:
         unknown = set(spec.get("methods", [])) - set(config["methods"])
         if unknown:
             problems.add(f"config.recovery.{name}.methods", f"{sorted(unknown)} not among config.methods")
+
+
+def _check_data_revisions(config: dict[str, Any], problems: Problems) -> None:
+    """Every key of ``data_revisions`` is the repository of a Hub data set the project reads."""
+    from prunebench.data.hub import HUB_REPOS
+
+    for repo in config["data_revisions"]:
+        if repo not in HUB_REPOS:
+            problems.add(
+                f"config.data_revisions.{repo}",
+                f"not a Hub data set prunebench reads (known: {', '.join(sorted(HUB_REPOS))})",
+            )
 
 
 def _check_method(name: str, spec: dict[str, Any], problems: Problems) -> None:
@@ -203,12 +216,18 @@ def _check_model_source(name: str, spec: dict[str, Any], root: str, problems: Pr
         spec.setdefault("path", "")
         return
     if "gguf" in spec:
+        if "revision" in spec:
+            problems.add(f"config.models.{name}.revision", "a revision is for a Hub model, not a GGUF file")
         spec["path"] = imported_model_dir(root, name)
         _check_gguf(spec["gguf"], f"config.models.{name}.gguf", problems)
         return
     path = spec["path"]
     if not Path(path).exists() and not looks_like_hub_id(path):
         problems.add(f"config.models.{name}.path", f"model directory {path!r} does not exist")
+    elif "revision" in spec and Path(path).exists():
+        problems.add(
+            f"config.models.{name}.revision", f"{path} is a local directory: a revision is for a Hub model"
+        )
 
 
 def _check_gguf(spec: dict[str, Any], where: str, problems: Problems) -> None:
