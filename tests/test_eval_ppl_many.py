@@ -9,7 +9,6 @@ import json
 import pytest
 
 from prunebench.cli import main
-from prunebench.commands import eval_ppl
 
 MODEL = "tests/data/tiny-model"
 CORPUS = "resources/demo/corpus"
@@ -25,13 +24,16 @@ def test_every_text_and_window_with_one_model_load(tmp_path, monkeypatch):
     with gzip.open(f"{CORPUS}/validation.txt.gz", "rt", encoding="utf-8") as fh:
         text_file.write_text(fh.read()[:20000], encoding="utf-8")
     loads = []
-    original = eval_ppl.load_pretrained
+    import prunebench.models
+
+    original = prunebench.models.load_pretrained
 
     def counting(*args, **kwargs):
         loads.append(args[0])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(eval_ppl, "load_pretrained", counting)
+    # eval ppl imports load_pretrained from prunebench.models when it runs (a lazy import)
+    monkeypatch.setattr(prunebench.models, "load_pretrained", counting)
     outs = [tmp_path / f"{name}_{seqlen}.json" for name in ("demo", "other") for seqlen in (16, 32)]
     argv = ["eval", "ppl", "--model", MODEL, "--text", CORPUS, "--text", str(text_file)]
     argv += ["--seqlen", "16", "--seqlen", "32", "--max-windows", "3"]
