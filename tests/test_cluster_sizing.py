@@ -18,6 +18,7 @@ from prunebench.study.cluster import (
 from prunebench.study.sizing import (
     memory_mb,
     parameter_count,
+    prune_runtime_min,
     recovery_runtime_min,
     recovery_tokens,
     runtime_min,
@@ -44,6 +45,19 @@ def test_a_tiny_model_asks_little_and_a_7b_model_what_it_needs():
     assert recovery_runtime_min(seven, 200_000_000, True, gpus=2) == 15 + (one - 15 + 1) // 2
     assert recovery_tokens({"steps": 10, "batch_size": 4, "seqlen": 8}) == 320
     assert recovery_tokens({"tokens": 1000, "steps": 50, "batch_size": 4, "seqlen": 8}) == 1000
+
+
+def test_a_method_that_trains_per_ratio_gets_its_training_time_in_the_prune_job():
+    from prunebench.methods import get_method
+
+    seven = 6_738_415_616
+    policy = get_method("policy-gradient")
+    tokens = policy.ratio_step_tokens(policy.config({}))
+    assert tokens == 15_000 * 8 * 2 * 128  # official steps x batch x K sampled masks x block length
+    assert prune_runtime_min(seven, 0) == runtime_min("prune", seven)
+    training = 1.5 * 2 * seven * tokens / 1e14 / 60  # forward FLOPs at 100 TFLOP/s with the margin
+    assert prune_runtime_min(seven, tokens) == -(-(15 + 5 * seven / 1e9 + training) // 1)
+    assert get_method("flap").ratio_step_tokens(get_method("flap").config({})) == 0
 
 
 def test_an_unreadable_hub_model_is_sized_as_assumed_with_a_warning(capsys, monkeypatch):

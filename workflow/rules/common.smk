@@ -16,6 +16,7 @@ from prunebench.study.loading import check_study_files
 from prunebench.study.sizing import (
     memory_mb,
     parameter_count,
+    prune_runtime_min,
     recovery_runtime_min,
     recovery_tokens,
     runtime_min,
@@ -183,6 +184,10 @@ def sized_runtime(rule):
             spec = recovery_spec(wildcards)
             full = "cpt" in get_variant(wildcards.trained).phases
             return recovery_runtime_min(parameters, recovery_tokens(spec), full, spec["gpus"])
+        if rule == "prune":
+            method = get_method(registered_method(wildcards.library_method))
+            tokens = method.ratio_step_tokens(method.config(library_method_params(wildcards)))
+            return prune_runtime_min(parameters, tokens)
         return runtime_min(rule, parameters, len(PPL_PAIRS) if rule == "eval_ppl" else 1)
 
     return runtime

@@ -132,6 +132,11 @@ class Method(abc.ABC):
     #: the time goes (``prunebench methods`` marks these methods).
     ratio_dependent: ClassVar[bool] = False
 
+    def ratio_step_tokens(self, config: MethodConfig) -> int:
+        """Tokens the per-ratio step (``select``) runs forward through the model: 0 unless the method
+        trains per ratio. Cluster jobs are sized by it (``prunebench.study.sizing.prune_runtime_min``)."""
+        return 0
+
     @classmethod
     def summary(cls) -> str:
         return (cls.__doc__ or cls.name).strip().splitlines()[0]

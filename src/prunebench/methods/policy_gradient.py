@@ -471,6 +471,12 @@ class PolicyGradient(Method):
     families = ("llama", "mistral", "qwen2")
     ratio_dependent = True
 
+    def ratio_step_tokens(self, config: MethodConfig) -> int:
+        """Training forward passes: steps x batch x K sampled masks x block length (the initialisation's
+        sequential Wanda-sp pass is small beside it)."""
+        assert isinstance(config, PolicyGradientConfig)
+        return config.steps * config.batch_size * config.samples_per_step * config.train_seqlen
+
     def calibration(
         self, tokenizer: Any, source: str, config: MethodConfig, encoding: str = "utf-8"
     ) -> torch.Tensor:

@@ -11,7 +11,9 @@ recovery, the training tokens T. The formulas (also in docs/slurm.md):
   eval_latency 9, eval_ppl 3 per data set x window), the run times we sized for 7B models scaled by
   size. Recovery: 15 + 1.5 x k x P x T / (GPUs x 100 TFLOP/s) / 60 with k = 6 for CPT (forward,
   backward and weight gradients) and 4 for LoRA (no weight gradients of the frozen base), i.e. an
-  A100's bf16 peak at about 30 % utilisation, plus half again as margin.
+  A100's bf16 peak at about 30 % utilisation, plus half again as margin. A prune job of a method that
+  trains per ratio (policy-gradient) adds 1.5 x 2 x P x T_f / 100 TFLOP/s / 60 for its T_f training
+  forward tokens (``Method.ratio_step_tokens``).
 
 P is counted on the model's modules built from its config alone (meta device, no weights): a local
 directory, a GGUF header, or the Hub's config (cache or one quick request); pruned and recovered
@@ -85,6 +87,13 @@ def runtime_min(rule: str, parameters: int, units: int = 1) -> int:
     """Wall time of a job of ``rule`` (minutes); ``units``: eval_ppl's data set x window pairs."""
     per_billion = MINUTES_PER_BILLION.get(rule, 0)
     return math.ceil(MINIMUM_MINUTES + per_billion * units * parameters / 1e9)
+
+
+def prune_runtime_min(parameters: int, ratio_step_tokens: int) -> int:
+    """Wall time of a prune job: the rule's time plus, for a method that trains per ratio
+    (``Method.ratio_step_tokens``), its forward FLOPs (2 x P x tokens) at ``GPU_FLOPS`` with ``MARGIN``."""
+    training = MARGIN * 2 * parameters * ratio_step_tokens / GPU_FLOPS / 60
+    return math.ceil(runtime_min("prune", parameters) + training)
 
 
 def recovery_runtime_min(parameters: int, tokens: int, full_training: bool, gpus: int = 1) -> int:
