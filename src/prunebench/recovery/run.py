@@ -43,7 +43,7 @@ from prunebench.recovery.training import (
     sharded_phase,
     train_phase,
 )
-from prunebench.recovery.variants import RankContext, get_variant
+from prunebench.recovery.variants import RankContext, check_parallel, get_variant
 
 CHECKPOINT_SUBDIR = "resume"
 #: What ``recover`` writes; an interrupted run leaves only its resumable state in ``out_dir/resume``.
@@ -162,11 +162,7 @@ def recover(
         raise PrunebenchError(f"--scores is used by cfsp_lora only, not by {variant}")
     if scores_dir is not None and not os.path.isdir(scores_dir):
         raise PrunebenchError(f"scores directory {scores_dir!r} does not exist")
-    if config.parallel == "fsdp" and "cpt" not in spec.phases:
-        raise PrunebenchError(
-            f"recovery option parallel fsdp shards full training (cpt phases); variant {variant} has "
-            "none: use parallel ddp"
-        )
+    check_parallel(config, spec)
     sources = [data if phase == "cpt" else (lora_data or data) for phase in spec.phases]
     for phase, source in zip(spec.phases, sources, strict=True):
         if phase != "cpt" and is_streamed_source(source) and source != "c4":
