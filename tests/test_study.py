@@ -123,6 +123,15 @@ def _tiny() -> dict:
             r"config\.recovery\.lora\.params\.lr: set it as config\.recovery\.lora\.lr",
         ),
         (
+            lambda c: c["recovery"]["lora"]["params"].update(parallel="fsdp"),
+            r"config\.recovery\.lora\.params: recovery option parallel fsdp shards full training "
+            r"\(cpt phases\); variant lora has none: use parallel ddp",
+        ),
+        (
+            lambda c: c["recovery"]["lora"]["params"].update(parallel="zero3"),
+            r"config\.recovery\.lora\.params: unknown recovery option parallel 'zero3'; choose one of ddp, fsdp",
+        ),
+        (
             lambda c: c["methods"].update({"flap-x": {"method": "flapp"}}),
             r"config\.methods\.flap-x\.method: unknown method 'flapp'",
         ),

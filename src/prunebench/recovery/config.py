@@ -14,6 +14,8 @@ from prunebench.options import parse_option
 SEVEN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SCHEDULES = ("linear", "cosine")
 CFSP_IMPORTANCES = ("angular_distance", "coarse_importance")
+#: Data parallelism over several processes: a replica each (DDP), or CPT's model sharded (FSDP).
+PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class RecoveryConfig:
     importance_nsamples: int = 32  # cfsp_lora: calibration sequences for the coarse importance
     cfsp_importance: str = "angular_distance"  # cfsp_lora's layer score: angular_distance | coarse_importance
     max_epochs: float | None = None  # refuse a budget that needs more passes over the data (None: warn only)
+    parallel: str = "ddp"  # several processes: ddp (a replica each) | fsdp (CPT's model sharded per layer)
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "seqlen", "lora_r", "save_every", "importance_nsamples")
@@ -73,6 +76,10 @@ class RecoveryConfig:
         if self.cfsp_importance not in CFSP_IMPORTANCES:
             raise PrunebenchError(
                 f"unknown cfsp_importance {self.cfsp_importance!r}; choose one of {', '.join(CFSP_IMPORTANCES)}"
+            )
+        if self.parallel not in PARALLEL:
+            raise PrunebenchError(
+                f"unknown recovery option parallel {self.parallel!r}; choose one of {', '.join(PARALLEL)}"
             )
         if self.max_epochs is not None and not self.max_epochs > 0:
             raise PrunebenchError(f"max_epochs must be > 0, got {self.max_epochs}")

@@ -13,6 +13,16 @@ could not change precision) and it refuses fp16 on a CPU, where the tests run.
 NCCL on GPUs, gloo on CPUs), takes its contiguous ``batch_size / N`` share of every global batch, and
 the gradients are averaged, so N processes take the same steps as one process with the same global
 batch (up to the order of floating-point sums).
+
+**Sharded data parallel (FSDP).** With ``parallel: fsdp`` full training (CPT) shards every decoder
+layer, and the rest of the model as one more group, over the processes with torch's FSDP2
+(``torch.distributed.fsdp.fully_shard``): each process keeps 1/N of the float32 weights, gradients
+and AdamW states (16 bytes per parameter in all) and gathers a layer's weights only while it runs it.
+Gradients are reduce-scattered and averaged, so the steps equal DDP's. The weights are loaded in full
+on every process before sharding (4 bytes per parameter must fit one device). Resumable state holds
+the full weights and optimizer state gathered on rank 0 (``torch.distributed.checkpoint.state_dict``)
+and is broadcast from rank 0 and re-sharded on resume; after training the full weights are gathered
+into a plain (unsharded) model, which rank 0 saves as a single process would.
 """
 
 from __future__ import annotations
@@ -44,8 +54,13 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast)
 
-    def scaler(self, device: torch.device) -> torch.amp.GradScaler:
-        """A GradScaler, enabled for fp16 only (disabled it passes gradients through unchanged)."""
+    def scaler(self, device: torch.device, sharded: bool = False) -> torch.amp.GradScaler:
+        """A GradScaler, enabled for fp16 only (disabled it passes gradients through unchanged);
+        ``sharded``: FSDP's, which agrees over the processes whether any gradient shard overflowed."""
+        if sharded:
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+            return ShardedGradScaler(device.type, enabled=self.loss_scaling)
         return torch.amp.GradScaler(device.type, enabled=self.loss_scaling)
 
     def describe(self) -> str:
@@ -130,27 +145,95 @@ def start(device: torch.device) -> tuple[Parallel, torch.device]:
     return Parallel(rank, world, local), device
 
 
-def wrap(model: nn.Module, parallel: Parallel, device: torch.device) -> nn.Module:
-    """``model`` in DistributedDataParallel when several processes train it, else itself."""
+def wrap(model: nn.Module, parallel: Parallel, device: torch.device, sharded: bool = False) -> nn.Module:
+    """``model`` in DistributedDataParallel when several processes train it, else itself; ``sharded``:
+    instead shard it in place with FSDP2, one group per decoder layer and one for the rest (build the
+    optimizer after this: its parameters become the shards)."""
     if parallel.world == 1:
         return model
+    if sharded:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        from prunebench.recovery.lora import decoder_layers
+
+        mesh = init_device_mesh(device.type, (parallel.world,))
+        for layer in decoder_layers(model):
+            if any(p.requires_grad for p in layer.parameters()):  # a layer pruned to nothing has no group
+                fully_shard(layer, mesh=mesh)
+        return fully_shard(model, mesh=mesh)
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: nn.Module):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
 def no_sync(model: nn.Module, last: bool):
-    """No gradient all-reduce for a micro-batch before the last of a step (DDP), else nothing."""
+    """No gradient all-reduce (DDP) or reduce-scatter (FSDP) for a micro-batch before the last of a
+    step, else nothing."""
     from torch.nn.parallel import DistributedDataParallel
 
-    if last or not isinstance(model, DistributedDataParallel):
+    if last:
         return contextlib.nullcontext()
-    return model.no_sync()
+    if isinstance(model, DistributedDataParallel):
+        return model.no_sync()
+    if is_sharded(model):
+        return _fsdp_no_sync(model)
+    return contextlib.nullcontext()
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper."""
-    return getattr(model, "module", model)
+_FULL_ON_RANK0 = {"full_state_dict": True, "cpu_offload": True}
+
+
+def sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(weights, optimizer state) of an FSDP-sharded ``model`` gathered in full on rank 0's CPU, keyed by
+    parameter name (empty dicts on the other ranks); every process must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(**_FULL_ON_RANK0))
+
+
+def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: tuple[dict, dict]) -> None:
+    """Load full (weights, optimizer state) of :func:`sharded_state` from rank 0 into the shards of
+    every process (the other ranks' dicts are ignored); every process must call it."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    weights, optim = state if dist.get_rank() == 0 else ({}, {})
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, weights, options=options)
+    set_optimizer_state_dict(model, optimizer, optim, options=options)
+
+
+def unshard(model: nn.Module, plain: nn.Module) -> nn.Module:
+    """``plain`` (a model of the same architecture, e.g. freshly loaded) holding the trained weights of
+    the FSDP-sharded ``model`` on every process: gathered on rank 0, then broadcast tensor by tensor."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(**_FULL_ON_RANK0))
+    with torch.no_grad():
+        for name, tensor in plain.state_dict().items():
+            if dist.get_rank() == 0:
+                tensor.copy_(full[name])
+            dist.broadcast(tensor, src=0)
+    return plain
 
 
 def torchrun_argv(processes: int, cli_argv: list[str]) -> list[str]:

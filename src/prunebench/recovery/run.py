@@ -32,7 +32,7 @@ from prunebench.recovery.config import Budget, RecoveryConfig
 from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
 from prunebench.recovery.data import SequenceData, check_data_source, check_epochs, prepare_data
 from prunebench.recovery.lora import attach_lora, lora_targets, merge_lora
-from prunebench.recovery.parallel import precision_for, start
+from prunebench.recovery.parallel import precision_for, start, unshard
 from prunebench.recovery.stream import StreamedText, is_streamed_source
 from prunebench.recovery.training import (
     LOG_COLUMNS,
@@ -40,9 +40,10 @@ from prunebench.recovery.training import (
     PhaseSpec,
     Progress,
     evaluate_loss,
+    sharded_phase,
     train_phase,
 )
-from prunebench.recovery.variants import RankContext, get_variant
+from prunebench.recovery.variants import RankContext, check_parallel, get_variant
 
 CHECKPOINT_SUBDIR = "resume"
 #: What ``recover`` writes; an interrupted run leaves only its resumable state in ``out_dir/resume``.
@@ -163,7 +164,8 @@ def recover(
     autocast dtype of training (fp16 with loss scaling; float32: bf16 autocast on a GPU, none on a
     CPU), while trainable weights and optimizer states are float32 (CPT loads the weights in
     float32; LoRA keeps the frozen base in ``dtype``). Launched by ``torchrun`` with several
-    processes, training is data-parallel and rank 0 writes the output. A budget that needs more
+    processes, training is data-parallel (``config.parallel``: DDP, or FSDP sharding CPT phases, a
+    ``PrunebenchError`` for a variant without one) and rank 0 writes the output. A budget that needs more
     than ``config.max_epochs`` passes over its data is refused before the model is loaded; more than
     one pass is a warning (log and ``summary.json``). ``out_dir`` must be absent, empty, an earlier
     recovered model or an interrupted run's (``PrunebenchError`` otherwise, before the model is loaded).
@@ -177,6 +179,7 @@ def recover(
         raise PrunebenchError(f"--scores is used by cfsp_lora only, not by {variant}")
     if scores_dir is not None and not os.path.isdir(scores_dir):
         raise PrunebenchError(f"scores directory {scores_dir!r} does not exist")
+    check_parallel(config, spec)
     sources = [data if phase == "cpt" else (lora_data or data) for phase in spec.phases]
     for phase, source in zip(spec.phases, sources, strict=True):
         if phase != "cpt" and is_streamed_source(source) and source != "c4":
@@ -272,7 +275,11 @@ def recover(
             precision,
             parallel,
         )
-        model = merge_lora(trained) if name == "lora" else trained
+        if sharded_phase(config, PhaseSpec(name, phase_steps, weight_decay, betas), parallel):
+            model = unshard(trained, load_pretrained(model_dir, dtype=load_dtype, device=str(dev))[0])
+        else:
+            model = merge_lora(trained) if name == "lora" else trained
+        del trained
         for param in model.parameters():
             param.requires_grad_(False)
         if config.gradient_checkpointing:
@@ -329,6 +336,9 @@ def recover(
         "peak_memory_kind": memory_kind,
         "device": str(dev),
         "processes": parallel.world,
+        "sharded_phases": [
+            n for n in spec.phases if sharded_phase(config, PhaseSpec(n, 0, 0.0, (0.0, 0.0)), parallel)
+        ],
         "dtype": str(dtype).removeprefix("torch."),
         "precision": precision.describe(),
         "versions": {

@@ -26,7 +26,14 @@ from prunebench.errors import PrunebenchError
 from prunebench.io import atomic_file
 from prunebench.recovery.config import RecoveryConfig
 from prunebench.recovery.data import IGNORE, SequenceData
-from prunebench.recovery.parallel import Parallel, Precision, no_sync, wrap
+from prunebench.recovery.parallel import (
+    Parallel,
+    Precision,
+    load_sharded_state,
+    no_sync,
+    sharded_state,
+    wrap,
+)
 from prunebench.recovery.stream import StreamedText
 
 LOG_COLUMNS = ("phase", "step", "tokens", "loss", "lr", "elapsed")
@@ -70,7 +77,8 @@ class Checkpointer:
         """The saved state, or None; a checkpoint from another configuration is an error."""
         if not os.path.exists(self.path):
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        # Memory-mapped: a process that does not read the weights (FSDP: ranks > 0) does not hold them.
+        state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
         if state.get("fingerprint") != self.fingerprint:
             raise PrunebenchError(
                 f"{self.path} is a checkpoint of a different recovery run (other model, variant, data, "
@@ -194,6 +202,12 @@ def nonfinite_loss_message(model: nn.Module, batch: dict[str, torch.Tensor], los
     return f"training loss became {loss} at step {step} with finite weights; lower the lr"
 
 
+def sharded_phase(config: RecoveryConfig, phase: PhaseSpec, parallel: Parallel) -> bool:
+    """Whether ``phase`` shards the model (FSDP): full training under ``parallel: fsdp`` with several
+    processes; LoRA phases, and a run alone, keep a whole replica per process."""
+    return config.parallel == "fsdp" and phase.name == "cpt" and parallel.world > 1
+
+
 def train_phase(
     model: nn.Module,
     data: SequenceData | StreamedText,
@@ -211,14 +225,17 @@ def train_phase(
     ``progress`` is updated (and logged per step); ``resume`` is the checkpoint of this phase to
     continue from, if any. Forward passes run under ``precision`` (fp16: loss scaling). With several
     processes (``parallel``) each takes its share of every global batch, gradients are averaged by
-    DistributedDataParallel, the logged loss and tokens cover the global batch, and only rank 0
-    writes checkpoints.
+    DistributedDataParallel (or FSDP2, which shards ``model`` in place: see :func:`sharded_phase`;
+    the caller gathers it back with :func:`~prunebench.recovery.parallel.unshard`), the logged loss
+    and tokens cover the global batch, and only rank 0 writes checkpoints.
     """
     from prunebench.recovery.cpt import parameter_groups
 
     device = next(model.parameters()).device
+    sharded = sharded_phase(config, phase, parallel)
+    wrapped = wrap(model, parallel, device, sharded)  # before the optimizer: FSDP swaps in the shards
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, phase.weight_decay), lr=config.lr, betas=phase.betas
+        parameter_groups(wrapped, phase.weight_decay), lr=config.lr, betas=phase.betas
     )
     scheduler = get_scheduler(
         config.schedule,
@@ -226,10 +243,13 @@ def train_phase(
         num_warmup_steps=math.ceil(config.warmup_ratio * phase.steps),
         num_training_steps=phase.steps,
     )
-    scaler = precision.scaler(device)
+    scaler = precision.scaler(device, sharded)
     if resume is not None:
-        load_trainable_state(model, resume["trainable"])
-        optimizer.load_state_dict(resume["optimizer"])
+        if sharded:
+            load_sharded_state(wrapped, optimizer, (resume["trainable"], resume["optimizer"]))
+        else:
+            load_trainable_state(model, resume["trainable"])
+            optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         if "scaler" in resume:
             scaler.load_state_dict(resume["scaler"])
@@ -237,7 +257,6 @@ def train_phase(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     share = parallel.share(config.batch_size, config.micro_batch)
     n_micro = share // config.micro_batch
-    wrapped = wrap(model, parallel, device)
     wrapped.train()
     bar = tqdm(
         total=phase.steps,
@@ -288,12 +307,16 @@ def train_phase(
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if progress.phase_step % config.save_every == 0 and progress.phase_step < phase.steps:
             rngs = parallel.gather(rng_state())  # each process's dropout stream
+            if sharded:  # gathered in full on rank 0 (a collective: every process takes part)
+                weights, optim = sharded_state(wrapped, optimizer)
+            elif parallel.main:
+                weights, optim = trainable_state(model), optimizer.state_dict()
             if parallel.main:
                 checkpointer.save(
                     {
                         "progress": vars(progress).copy(),
-                        "trainable": trainable_state(model),
-                        "optimizer": optimizer.state_dict(),
+                        "trainable": weights,
+                        "optimizer": optim,
                         "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict(),
                         "rng": rngs,

@@ -81,6 +81,15 @@ def get_variant(name: str) -> Variant:
     return VARIANTS[name]
 
 
+def check_parallel(config: RecoveryConfig, variant: Variant) -> None:
+    """``parallel: fsdp`` shards full training: a variant without a CPT phase is a ``PrunebenchError``."""
+    if config.parallel == "fsdp" and "cpt" not in variant.phases:
+        raise PrunebenchError(
+            f"recovery option parallel fsdp shards full training (cpt phases); variant {variant.name} has "
+            "none: use parallel ddp"
+        )
+
+
 @register("lora")
 class Lora(Variant):
     """LoRA (LLM-Pruner / Shortened-LLaMA defaults), merged into the weights after training."""

@@ -287,6 +287,7 @@ RECOVERY_KEYS = ("batch_size", "seqlen", "lr")
 def _check_recovery_params(name: str, spec: dict[str, Any], problems: Problems) -> None:
     """``recovery.<name>.params`` must be options `RecoveryConfig` knows, with valid values."""
     from prunebench.recovery import RecoveryConfig
+    from prunebench.recovery.variants import VARIANTS, check_parallel
 
     params = spec.get("params", {})
     where = f"config.recovery.{name}.params"
@@ -295,4 +296,6 @@ def _check_recovery_params(name: str, spec: dict[str, Any], problems: Problems) 
         problems.add(f"{where}.{key}", f"set it as config.recovery.{name}.{key}")
     if not taken:
         with problems.under(where):
-            RecoveryConfig.from_params(params)
+            recovery = RecoveryConfig.from_params(params)
+            if name in VARIANTS:
+                check_parallel(recovery, VARIANTS[name])
