@@ -179,6 +179,29 @@ def test_blockpruner_reads_tatsu_alpaca_for_alpaca():
     assert pf._hub_source(use, config) is hub.ALPACA
 
 
+def test_continued_pretraining_corpora_are_opened_as_their_streams(hub_from):
+    config = study(
+        **{
+            "recovery": {
+                "none": {},
+                "cpt": {"data": "slimpajama", "tokens": 64, "seqlen": 16, "batch_size": 1},
+                "lora": {"data": "c4", "steps": 2, "seqlen": 16, "batch_size": 1},
+            }
+        }
+    )
+    sources = {
+        u.key: pf._hub_source(u, config) for u in pf.text_uses(config) if u.key.startswith("config.rec")
+    }
+    assert sources == {"config.recovery.cpt.data": hub.SLIMPAJAMA, "config.recovery.lora.data": hub.C4}
+    zstandard = pytest.importorskip("zstandard")
+    for split in ("train", "validation"):
+        shard = hub_from / hub.SLIMPAJAMA.repo / split / "chunk1" / f"example_{split}_0.jsonl.zst"
+        shard.parent.mkdir(parents=True)
+        shard.write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "a first document"}\n'))
+    record = pf.preflight(study(**{"recovery": {"none": {}, "cpt": config["recovery"]["cpt"]}}))
+    assert record["data"][hub.SLIMPAJAMA.repo]["splits"] == ["train", "validation"]
+
+
 def test_report_provenance_lists_the_commit_of_each_hub_model_and_data_set():
     from prunebench.report.html import _data_sources, _model_sources
 

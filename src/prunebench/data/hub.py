@@ -26,6 +26,10 @@ checked by the preflight on the rows the Hub serves), train / validation / test:
   with "\n"; "usually , he would be tearing around the living room , playing with his toys ."
 - ``pg19``: emozilla/pg19 (Parquet conversion), the first 20 books; joined with "\n\n"; not recorded.
 
+Streamed for continued pretraining (:data:`HUB_STREAMS`, read document by document): ``slimpajama``,
+cerebras/SlimPajama-627B's ``{split}/chunk*/*.jsonl.zst``; ``c4``, allenai/c4's English train shards
+in order (validation: shard 0).
+
 BlockPruner's ``alpaca`` is tatsu-lab/alpaca's formatted ``text`` (:data:`ALPACA`); LLM-Pruner reads
 every BookCorpus row (:meth:`HubSource.dataset`).
 """
@@ -105,6 +109,14 @@ class HubSource:
         with _reading(where):
             stream = datasets.load_dataset(self.format, data_files=where, split="train", streaming=True)
             return list(stream.take(n))
+
+    def stream(self, split: str, revision: str | None = None, root: str | Path | None = None) -> Any:
+        """Every row of ``split`` as a ``datasets`` streaming iterable, in file order (nothing cached)."""
+        import datasets
+
+        where = self.location(split, revision, root)
+        with _reading(where):
+            return datasets.load_dataset(self.format, data_files=where, split="train", streaming=True)
 
     def rows(self, split: str, revision: str | None = None, root: str | Path | None = None) -> list[Any]:
         """The rows a text of ``split`` is made of: the first :attr:`max_rows` of the split, else all."""
@@ -231,8 +243,41 @@ HUB_SOURCES: dict[str, HubSource] = {
 }
 
 
+SLIMPAJAMA = HubSource(
+    repo="cerebras/SlimPajama-627B",
+    files={s: f"{s}/chunk*/*.jsonl.zst" for s in ("train", "validation", "test")},
+    column="text",
+    join="\n\n",
+    paper="Shortened-LLaMA's continued pretraining data (SlimPajama-627B), streamed",
+)
+
+C4_STREAM = HubSource(
+    repo="allenai/c4",
+    files={
+        "train": "en/c4-train.*-of-01024.json.gz",
+        "validation": "en/c4-validation.00000-of-00008.json.gz",
+    },
+    column="text",
+    join=" ",
+    paper="C4's English train shards in order, for continued pretraining (streamed)",
+    starts={"train": "Beginners BBQ Class Taking Place in Missoula!"},
+)
+
+#: The corpora continued pretraining streams (``prunebench.recovery.stream``), by the name a study's
+#: ``recovery.*.data`` gives them: read document by document, never joined into one text.
+HUB_STREAMS: dict[str, HubSource] = {"slimpajama": SLIMPAJAMA, "c4": C4_STREAM}
+
 #: Every Hub data set the project reads, by repository: the sources above and the rows methods read.
-HUB_REPOS: dict[str, HubSource] = {s.repo: s for s in (*HUB_SOURCES.values(), ALPACA)}
+HUB_REPOS: dict[str, HubSource] = {s.repo: s for s in (*HUB_STREAMS.values(), *HUB_SOURCES.values(), ALPACA)}
+
+
+def stream_data_files(builder: str, files: list[str]) -> Any:
+    """The rows of local data files (``builder``: ``json`` or ``parquet``) streamed in the given order:
+    a local corpus shaped like a streamed Hub one (``prunebench.recovery.stream``)."""
+    import datasets
+
+    with _reading(", ".join(files[:3]) + (" ..." if len(files) > 3 else "")):
+        return datasets.load_dataset(builder, data_files=files, split="train", streaming=True)
 
 
 def alpaca_text(records: list[dict[str, Any]]) -> str:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
+from prunebench.data.hub import HUB_STREAMS, stream_data_files
 from prunebench.errors import PrunebenchError, warn
 
 SHARD_SUFFIXES = {
@@ -41,8 +42,6 @@ SHARD_SUFFIXES = {
     ".json.gz": "json",
     ".parquet": "parquet",
 }
-SLIMPAJAMA_HUB_ID = "cerebras/SlimPajama-627B"
-C4_HUB_ID = "allenai/c4"
 TOKENIZE_CHUNK = 256  # documents tokenized per call
 
 
@@ -100,35 +99,14 @@ def _texts(rows: Iterable[dict], source: str) -> Iterator[str]:
 
 def open_documents(source: str, split: str) -> Iterator[str]:
     """The documents of ``split`` of a streamed source, in stored order (``datasets`` streaming)."""
-    from datasets import load_dataset
-
     if source in HUB_STREAMS:
         try:
-            rows = HUB_STREAMS[source](split)
+            rows = HUB_STREAMS[source].stream(split)
         except Exception as err:  # network, cache or format problems all mean: no corpus here
             raise PrunebenchError(f"cannot stream {source!r} from the Hugging Face Hub ({err})") from err
         return _texts(rows, source)
     builder, files = _shards(source, split)
-    return _texts(load_dataset(builder, data_files={split: files}, split=split, streaming=True), source)
-
-
-def _slimpajama(split: str):
-    from datasets import load_dataset
-
-    return load_dataset(SLIMPAJAMA_HUB_ID, split=split, streaming=True)
-
-
-def _c4(split: str):
-    from datasets import load_dataset
-
-    files = {
-        "train": "en/c4-train.*-of-01024.json.gz",
-        "validation": "en/c4-validation.00000-of-00008.json.gz",
-    }[split]
-    return load_dataset(C4_HUB_ID, data_files={split: files}, split=split, streaming=True)
-
-
-HUB_STREAMS: dict[str, Callable[[str], Iterable[dict]]] = {"slimpajama": _slimpajama, "c4": _c4}
+    return _texts(stream_data_files(builder, files), source)
 
 
 def packed_windows(documents: Iterable[str], tokenizer, seqlen: int) -> Iterator[list[int]]:

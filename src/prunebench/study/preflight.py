@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prunebench.data.hub import HUB_SOURCES, HubSource
+from prunebench.data.hub import HUB_SOURCES, HUB_STREAMS, HubSource
 from prunebench.data.text import check_text_source, local_text_file
 from prunebench.errors import PrunebenchError, warn
 from prunebench.io import atomic_write_text
@@ -69,8 +69,15 @@ def text_uses(config: dict[str, Any]) -> list[TextUse]:
 def _hub_source(use: TextUse, config: dict[str, Any]) -> HubSource | None:
     """The Hub data set a text use reads (a method may read its own for a name), or ``None`` if local."""
     from prunebench.methods import available_methods
+    from prunebench.recovery.variants import get_variant
 
-    if use.source not in HUB_SOURCES or Path(use.source).exists():
+    if Path(use.source).exists():
+        return None
+    # A recovery variant with a CPT phase streams its corpus (prunebench.recovery.stream).
+    streamed = use.key.startswith("config.recovery.") and use.source in HUB_STREAMS
+    if streamed and "cpt" in get_variant(use.key.split(".")[2]).phases:
+        return HUB_STREAMS[use.source]
+    if use.source not in HUB_SOURCES:
         return None
     method = (
         use.key.removeprefix("config.methods.").split(".")[0]
@@ -183,7 +190,7 @@ def _check_dataset(
 def _check_texts(config: dict[str, Any], problems: Problems, record: dict[str, Any]) -> None:
     """Local texts exist, hold their split and decode; each Hub data set split is opened once."""
     encoding = config["text_encoding"]
-    hub_splits: dict[tuple[str, str], tuple[HubSource, list[str]]] = {}
+    hub_splits: dict[tuple[str, str | None, str], tuple[HubSource, list[str]]] = {}
     for use in text_uses(config):
         source = _hub_source(use, config)
         if source is None:
@@ -192,8 +199,9 @@ def _check_texts(config: dict[str, Any], problems: Problems, record: dict[str, A
                 path = local_text_file(use.source, use.split)
                 record[str(path or use.source)] = {"kind": "local text"}
         else:
-            hub_splits.setdefault((source.repo, use.split), (source, []))[1].append(use.key)
-    for (_, split), (source, keys) in hub_splits.items():
+            where = (source.repo, source.files.get(use.split), use.split)
+            hub_splits.setdefault(where, (source, []))[1].append(use.key)
+    for (_, _, split), (source, keys) in hub_splits.items():
         _check_dataset(keys, source, split, problems, record)
 
 
