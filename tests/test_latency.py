@@ -159,9 +159,9 @@ def test_interleaved_base_gives_side_by_side_speedups(dense, pruned, monkeypatch
     order = []
     real_run_once = latency.run_once
 
-    def recording_run_once(model, *args):
-        order.append("base" if model is dense else "model")
-        return real_run_once(model, *args)
+    def recording_run_once(runner, *args):
+        order.append("base" if runner.model is dense else "model")
+        return real_run_once(runner, *args)
 
     monkeypatch.setattr(latency, "run_once", recording_run_once)
     config = LatencyConfig(batch_sizes=(1,), prompt_lengths=(8,), **FAST)

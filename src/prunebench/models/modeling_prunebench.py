@@ -24,14 +24,17 @@ LAYER_SPEC_KEY = "prunebench_layers"
 
 
 class SkippableDecoderLayerMixin:
-    """Decoder-layer forward that skips a removed sublayer; the residual stream passes unchanged."""
+    """Decoder-layer forward that skips a removed sublayer; the residual stream passes unchanged.
+
+    The KV cache reaches the attention through ``**kwargs`` under whichever name the family's model passes
+    (``cache`` in transformers 5.24, ``past_key_values`` before), so no deprecated name is added.
+    """
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Any = None,
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs: Any,
@@ -42,7 +45,6 @@ class SkippableDecoderLayerMixin:
                 hidden_states=self.input_layernorm(hidden_states),
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
                 use_cache=use_cache,
                 position_embeddings=position_embeddings,
                 **kwargs,

@@ -24,6 +24,10 @@ CAPTIONS = {
     "per recovery variant. The dashed line is the dense model.",
     "speedup_vs_ratio": "Measured decode and prefill speed-up over the dense model (filled markers, measured side "
     "by side in one process) and the ideal speed-up from FLOPs (hollow markers), against the achieved ratio.",
+    "latency_per_setting": "Measured speed-up over the dense model per batch size x prompt length, one panel "
+    "per setting (columns) and per model and phase (rows): filled markers measured side by side with the "
+    "dense model (solid: eager engine, dashed: compiled engine), hollow markers the ideal speed-up of that "
+    "cell from FLOPs and bytes (roofline with the device peaks measured in the same job).",
     "pareto": "Accuracy against measured decode latency for every variant (recovered variants share the "
     "latency of their pruned shape); the line joins the Pareto front (no other variant is both faster and "
     "more accurate).",
@@ -157,6 +161,59 @@ def speedup_vs_ratio(results: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+ENGINE_LINES = {"eager": "-", "compiled": "--"}
+
+
+def latency_per_setting(results: pd.DataFrame) -> plt.Figure | None:
+    """Small multiples: one panel per (batch size, prompt length) and per (model, phase); measured speed-up
+    per engine and the cell's ideal speed-up against the achieved decoder ratio."""
+    speed = _pruned(results[(results["kind"] == "speedup") & (results["recovery"] == "none")])
+    if speed.empty:
+        return None
+    speed = speed.assign(engine=speed["engine"].fillna("eager"))
+    settings = sorted(set(zip(speed["batch_size"], speed["prompt_length"], strict=True)))
+    rows = [(model, phase) for model in dict.fromkeys(speed["model"]) for phase in ("decode", "prefill")]
+    # one more column, without axes, holds the legend outside the panels
+    fig, grid = plt.subplots(
+        len(rows), len(settings) + 1, figsize=(3.2 * len(settings) + 2.6, 2.6 * len(rows)), squeeze=False,
+        gridspec_kw={"width_ratios": [1] * len(settings) + [0.8]},
+    )  # fmt: skip
+    for ax in grid[:, -1]:
+        ax.axis("off")
+    axes = grid[:, :-1]
+    labels = list(speed["method_label"].unique())
+    for (model, phase), row_axes in zip(rows, axes, strict=True):
+        for (batch, prompt), ax in zip(settings, row_axes, strict=True):
+            cell = speed[
+                (speed["model"] == model)
+                & (speed["batch_size"] == batch)
+                & (speed["prompt_length"] == prompt)
+            ]
+            for label, group in cell.groupby("method_label", sort=True):
+                style = _style(label, labels)
+                ideal = (
+                    group[group["metric"] == f"ideal_{phase}"]
+                    .groupby("achieved_decoder_ratio")["value"]
+                    .median()
+                )
+                ax.plot(ideal.index, ideal.values, ":", color=style["color"], marker=style["marker"],
+                        markerfacecolor="none")  # fmt: skip
+                for engine, part in group.groupby("engine", sort=True):
+                    measured = part[part["metric"] == f"measured_{phase}"]
+                    points = measured.groupby("achieved_decoder_ratio")["value"].median()
+                    ax.plot(points.index, points.values, ENGINE_LINES.get(engine, "-."), color=style["color"],
+                            marker=style["marker"], label=f"{label} ({engine})")  # fmt: skip
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.set_title(f"{model} {phase}: batch {batch}, prompt {prompt}", fontsize=8)
+            ax.grid(alpha=0.3)
+        row_axes[0].set_ylabel("speed-up over dense")
+    for ax in axes[-1]:
+        ax.set_xlabel("achieved decoder ratio")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    grid[0][-1].legend(handles, names, loc="upper left", fontsize=7, frameon=False)
+    return fig
+
+
 def pareto(results: pd.DataFrame, headline: str) -> plt.Figure | None:
     zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
     lat = results[(results["kind"] == "latency") & (results["metric"] == "decode_median_s_per_token")]
@@ -265,6 +322,7 @@ def draw_all(results: pd.DataFrame, config: dict[str, Any], out_dir: str | Path)
         "ppl_vs_ratio": lambda: ppl_vs_ratio(results),
         "accuracy_vs_ratio": lambda: accuracy_vs_ratio(results, headline),
         "speedup_vs_ratio": lambda: speedup_vs_ratio(results),
+        "latency_per_setting": lambda: latency_per_setting(results),
         "pareto": lambda: pareto(results, headline),
         "structure": lambda: structure(config),
         "cost": lambda: cost(results),

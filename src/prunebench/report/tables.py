@@ -19,9 +19,51 @@ COLUMNS = [
     "model", "method", "method_label", "target_ratio", "recovery",
     "achieved_decoder_ratio", "achieved_total_ratio", "attention_removed", "mlp_removed",
     "decoder_params", "total_params",
-    "kind", "dataset", "seqlen", "task", "metric", "batch_size", "prompt_length",
+    "kind", "dataset", "seqlen", "task", "metric", "batch_size", "prompt_length", "engine",
     "value", "stderr", "n", "device", "dtype", "versions",
 ]  # fmt: skip
+
+
+# Per measured cell of the pruned model: times (median, p10, p90), compile time, roofline fractions.
+LATENCY_METRICS = (
+    "prefill_tokens_per_s",
+    "decode_tokens_per_s",
+    "prefill_median_s",
+    "prefill_p10_s",
+    "prefill_p90_s",
+    "decode_median_s_per_token",
+    "decode_p10_s_per_token",
+    "decode_p90_s_per_token",
+    "compile_s",
+    "prefill_fraction_of_peak_flops",
+    "decode_fraction_of_peak_bandwidth",
+)
+# Per cell: measured speed-up over the dense model (ratio of medians, paired p10/p90) and the ideal ones.
+SPEEDUP_METRICS = (
+    "measured_prefill",
+    "measured_decode",
+    "measured_prefill_paired_p10",
+    "measured_prefill_paired_p90",
+    "measured_decode_paired_p10",
+    "measured_decode_paired_p90",
+    "ideal_prefill",
+    "ideal_decode",
+    "ideal_prefill_flops",
+    "ideal_decode_flops",
+    "ideal_decode_bytes",
+    "ideal_weight_bytes",
+)
+
+# The speed-up columns of the summary (median over cells; the per-cell figures are in the results table).
+SUMMARY_SPEEDUPS = (
+    "measured_prefill",
+    "measured_decode",
+    "ideal_prefill",
+    "ideal_decode",
+    "ideal_prefill_flops",
+    "ideal_decode_flops",
+    "ideal_weight_bytes",
+)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -110,30 +152,17 @@ def _latency_rows(directory: Path) -> list[dict[str, Any]]:
     for m in result.get("measurements", []):
         if m.get("model") != "model":
             continue
-        for metric in (
-            "prefill_tokens_per_s",
-            "decode_tokens_per_s",
-            "prefill_median_s",
-            "decode_median_s_per_token",
-        ):
+        cell = {"batch_size": m["batch_size"], "prompt_length": m["prompt_length"],
+                "engine": m.get("engine", "eager"), "versions": versions}  # fmt: skip
+        for metric in LATENCY_METRICS:
             value = m.get(metric) if m["status"] == "ok" else None
-            rows.append(
-                {"kind": "latency", "metric": metric, "value": value, "batch_size": m["batch_size"],
-                 "prompt_length": m["prompt_length"], "n": m.get("repeats"), "versions": versions}
-            )  # fmt: skip
+            rows.append({"kind": "latency", "metric": metric, "value": value, "n": m.get("repeats"), **cell})
     for s in result.get("speedups", []):
-        for metric in (
-            "measured_prefill",
-            "measured_decode",
-            "ideal_prefill_flops",
-            "ideal_decode_flops",
-            "ideal_weight_bytes",
-        ):
+        cell = {"batch_size": s["batch_size"], "prompt_length": s["prompt_length"],
+                "engine": s.get("engine", "eager"), "versions": versions}  # fmt: skip
+        for metric in SPEEDUP_METRICS:
             if metric in s:
-                rows.append(
-                    {"kind": "speedup", "metric": metric, "value": s[metric], "batch_size": s["batch_size"],
-                     "prompt_length": s["prompt_length"], "versions": versions}
-                )  # fmt: skip
+                rows.append({"kind": "speedup", "metric": metric, "value": s[metric], **cell})
     return rows
 
 
@@ -227,13 +256,13 @@ def summary(results: pd.DataFrame, headline: str = "acc_norm") -> pd.DataFrame:
     zs = results[(results["kind"] == "zeroshot") & (results["metric"] == headline)]
     if not zs.empty:
         parts.append(zs.groupby(keys)["value"].mean().rename(f"mean_{headline}").to_frame())
-    speed = results[results["kind"] == "speedup"]
+    speed = results[(results["kind"] == "speedup") & results["metric"].isin(SUMMARY_SPEEDUPS)]
     if not speed.empty:
-        parts.append(
-            speed.pivot_table(index=keys, columns="metric", values="value", aggfunc="median").add_prefix(
-                "speedup_"
-            )
-        )
+        # eager keeps the plain column names; other engines get their name in the column
+        engine = speed["engine"].fillna("eager")
+        prefix = "speedup_" + engine.where(engine != "eager", "").map(lambda e: f"{e}_" if e else "")
+        speed = speed.assign(column=prefix + speed["metric"])
+        parts.append(speed.pivot_table(index=keys, columns="column", values="value", aggfunc="median"))
     cost = results[(results["kind"] == "cost") & (results["metric"] == "seconds")]
     if not cost.empty:
         parts.append(
