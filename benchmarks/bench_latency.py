@@ -134,6 +134,17 @@ def format_speedup(variant: str, achieved: float, s: dict) -> str:
     )
 
 
+def format_roofline(row: dict) -> str:
+    """The dense model's decode against its roofline (weight and KV reads at the measured bandwidth)."""
+    return (
+        f"dense {row['engine']} batch {row['batch_size']} prompt {row['prompt_length']}: decode "
+        f"{row['decode_median_s_per_token'] * 1e3:.2f} ms/token, roofline "
+        f"{row['decode_roofline_s_per_token'] * 1e3:.2f} ms ({row['decode_bound']}-bound), "
+        f"{row['decode_fraction_of_roofline']:.2f} of it; prefill {row['prefill_fraction_of_peak_flops']:.2f} "
+        f"of peak FLOP/s"
+    )
+
+
 def parse_ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(","))
 
@@ -204,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = measure_latency(pruned, latency_config, base=dense)
                 result["variant"] = {"plan": kind, "target_ratio": ratio, **achieved_ratios(pruned, dense)}
                 runs.append(result)
+                for row in result["measurements"]:
+                    if row["model"] == "base" and row["status"] == "ok" and len(runs) == 1:
+                        print(format_roofline(row))
                 for s in result["speedups"]:
                     print(
                         format_speedup(

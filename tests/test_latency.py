@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -262,7 +263,9 @@ def test_cli_measures_model_and_base_side_by_side(tmp_path, capsys):
     ]
     assert result["models"]["model"]["kv_bytes_per_token"] == 1 * 2 * 1 * HEAD_DIM * 4
     assert [s["status"] for s in result["speedups"]] == ["ok", "ok"]
-    assert "speed-up batch 2 prompt 4" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "speed-up eager batch 2 prompt 4: prefill" in out
+    assert re.search(r"eager model batch 2 prompt 4: prefill [\d.]+ ms \[[\d.]+-[\d.]+\]", out)  # p10-p90
 
 
 def test_cli_rejects_a_prompt_beyond_the_context(tmp_path, capsys):

@@ -12,6 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from prunebench.cli import main
+from prunebench.commands.eval_latency import warnings as latency_warnings
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation import engines, latency
 from prunebench.evaluation.engines import COMPILE_FAILED, CompiledRunner, EagerRunner, check_engines
@@ -228,3 +229,16 @@ def test_ideal_speedups_per_cell_follow_the_bound(models):
         assert row["decode_fraction_of_peak_bandwidth"] == pytest.approx(
             row["decode_bytes_per_step"] / row["decode_median_s_per_token"] / result["peaks"]["bytes_per_s"]
         )
+
+
+def test_cli_warns_only_where_the_measured_gain_is_under_half_the_ideal_gain():
+    def cell(measured_decode: float, ideal_decode: float) -> dict:
+        return {"engine": "eager", "batch_size": 1, "prompt_length": 8, "status": "ok",
+                "measured_prefill": 1.9, "ideal_prefill": 2.0,
+                "measured_decode": measured_decode, "ideal_decode": ideal_decode}  # fmt: skip
+
+    result = {"speedups": [cell(1.05, 1.96), cell(1.6, 1.96), cell(0.9, 0.95), {"status": "does not fit"}]}
+    (line,) = latency_warnings(result)
+    assert line.startswith(
+        "eager batch 1 prompt 8: measured decode speed-up 1.05x gains less than 50% of the ideal 1.96x"
+    )

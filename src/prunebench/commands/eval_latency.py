@@ -145,6 +145,7 @@ def warnings(result: dict) -> list[str]:
                 out.append(
                     f"{s['engine']} batch {s['batch_size']} prompt {s['prompt_length']}: measured {phase} "
                     f"speed-up {measured:.2f}x gains less than {FAR_BELOW:.0%} of the ideal {ideal:.2f}x "
-                    "(overhead, not weights, bounds this engine here)"
+                    "(something other than FLOPs and bytes bounds it: per-call overhead, unaligned shapes, "
+                    "or noise; see the spread)"
                 )
     return out

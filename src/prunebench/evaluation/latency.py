@@ -9,9 +9,14 @@ Protocol (design §4, issue 7):
 - **Decode**: ``new_tokens`` further forward passes of one token each through the KV cache, feeding back the
   greedy (argmax) token. The loop is written out instead of calling ``generate`` so that the two phases are
   timed separately and EOS can never end a run early.
-- Warm-up runs first (the first one also measures peak memory), then timed repeats until both a minimum
-  count and a minimum total duration are reached. With a base model the repeats alternate
-  (model, base, model, base, ...) so that a speed-up is a ratio of times taken side by side.
+- **Engines** (:mod:`~prunebench.evaluation.engines`): ``eager`` (dynamic KV cache, HF forward passes) and
+  ``compiled`` (static KV cache, ``torch.compile``'d decode step); every row records its engine.
+- Per runner (engine x model) and cell: the compiled engine first compiles in one untimed run
+  (``compile_s``); then one run that measures peak memory and ``warmup - 1`` more untimed runs
+  (``warmup_s``); then timed rounds until both a minimum count and a minimum total duration are reached.
+  Every runner runs once per round (model, base, model, base, ... and both engines in the same rounds),
+  so a speed-up is a ratio of times taken side by side. A compiled runner that fails to compile or run is
+  recorded as ``"compile failed"`` with the error, and the other runners carry on.
 - Timing: CUDA events around each phase and one synchronisation per run on GPU; ``time.perf_counter``
   on CPU. Reported: median, p10, p90 and the raw timings.
 - Peak memory is taken over the first warm-up run of each model, with the level just before it. It is the
@@ -20,8 +25,12 @@ Protocol (design §4, issue 7):
 - Running out of memory at one batch size / prompt length is recorded as ``"does not fit"`` and the sweep
   goes on.
 
-Parameters and forward FLOPs per token (``prunebench.models.counting``) are reported beside the times, and
-the ideal speed-ups versus the base model (ratios of FLOPs and of weight bytes) beside the measured ones.
+Parameters and forward FLOPs per token (``prunebench.models.counting``) are reported beside the times.
+Per cell (:mod:`~prunebench.evaluation.roofline`): the FLOPs and bytes of prefill and of one decode step,
+their roofline time with the copy bandwidth and GEMM rate measured at the start of the same job, the
+bound (compute or memory) and the achieved fractions of those peaks; with a base model, the ideal
+speed-up of each phase in each cell (ratio of roofline times: FLOPs for a compute-bound prefill, bytes
+for a bandwidth-bound batch-1 decode) beside the measured one.
 """
 
 from __future__ import annotations
