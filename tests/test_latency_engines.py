@@ -121,6 +121,7 @@ def test_latency_json_carries_engine_compile_time_and_per_cell_figures(models):
         assert row["status"] == "ok"
         assert (row["compile_s"] is None) == (engine == "eager")
         assert row["warmup_s"] > 0
+        assert row["graphs_compiled_while_timed"] == 0  # compilation stayed out of the timings
         assert row["decode_fraction_of_peak_bandwidth"] > 0 and row["prefill_fraction_of_peak_flops"] > 0
     # compilation happens once per model and batch size: the second prompt length reuses the graph
     assert rows[("compiled", "model", 4)]["compile_s"] > 0

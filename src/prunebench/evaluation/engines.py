@@ -51,6 +51,11 @@ def compile_mode(device: torch.device) -> str:
     return "reduce-overhead" if cuda_in_use(device) else "default"
 
 
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process so far (``torch._dynamo.utils.counters``)."""
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
 def _greedy(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, -1:].argmax(dim=-1)
 

@@ -55,6 +55,7 @@ from prunebench.evaluation.engines import (
     CompiledRunner,
     EagerRunner,
     check_engines,
+    compiled_graphs,
     make_runner,
 )
 from prunebench.evaluation.roofline import decode_work, measure_peaks, prefill_work, roofline_seconds
@@ -338,6 +339,7 @@ def measure_cell(
         timings[key].append(run_once(runners[key], input_ids, config.new_tokens, clock))
 
     active = [key for key in runners if attempt(key, warm, warming=True)]
+    graphs_before = compiled_graphs()
     start = time.perf_counter()
     repeats = 0
     while active and repeats < config.max_repeats:
@@ -345,6 +347,9 @@ def measure_cell(
             break
         active = [key for key in active if attempt(key, timed)]
         repeats += 1
+    # a graph compiled during the timed rounds would put compile time into the timings: say so in the rows
+    for key in preparation:
+        preparation[key]["graphs_compiled_while_timed"] = compiled_graphs() - graphs_before
     return [
         failed.get(key) or _row(keys(key), config, timings[key], memory[key], preparation[key])
         for key in runners
