@@ -53,7 +53,9 @@ def compile_mode(device: torch.device) -> str:
 
 def compiled_graphs() -> int:
     """Graphs dynamo has compiled in this process so far (``torch._dynamo.utils.counters``)."""
-    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _greedy(logits: torch.Tensor) -> torch.Tensor:
