@@ -6,6 +6,7 @@ same shapes hits inductor's cache).
 """
 
 import json
+from copy import deepcopy
 
 import pytest
 import torch
@@ -104,6 +105,21 @@ def test_compiled_engine_gives_the_eager_tokens_and_logits(models):
             tokens, logits = greedy(compiled, ids, new_tokens)
             assert torch.equal(tokens, eager_tokens)
             torch.testing.assert_close(logits, eager_logits, atol=LOGIT_ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_a_copy_pruned_after_compiling_the_original_runs_its_own_weights(models):
+    """The benchmarks deep-copy the dense model after it was compiled; the copy must not reuse its graph."""
+    dense, _ = models
+    ids = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(2))
+    CompiledRunner(dense).prepare(8, ids, 3)
+    copy = apply_plan(deepcopy(dense), irregular_plan())
+    compiled = CompiledRunner(copy)
+    compiled.prepare(8, ids, 3)
+    tokens, logits = greedy(compiled, ids, 3)
+    eager_tokens, eager_logits = greedy(EagerRunner(copy), ids, 3)
+    assert torch.equal(tokens, eager_tokens)
+    torch.testing.assert_close(logits, eager_logits, atol=LOGIT_ATOL, rtol=0)
 
 
 @pytest.mark.slow

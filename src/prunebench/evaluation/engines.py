@@ -4,8 +4,8 @@
   default); a prefill pass, then one pass per new token.
 - ``compiled``: a ``StaticCache`` (keys and values preallocated for ``cache_len`` tokens, allocated per
   layer on first use, so per-layer KV-head counts of pruned models and layers without attention work) and
-  the decode step compiled with ``torch.compile`` through transformers' own
-  ``PreTrainedModel.get_compiled_call(CompileConfig(...))`` -- what ``generate`` does for a static cache:
+  the decode step compiled with ``torch.compile(model.__call__, **CompileConfig(...).to_dict())``, as
+  transformers' ``PreTrainedModel.get_compiled_call`` does -- what ``generate`` does for a static cache:
   prefill runs uncompiled into the static cache, every decode step runs the compiled call. The mode is
   transformers' default, ``"reduce-overhead"`` (CUDA graphs), on GPU and inductor's ``"default"`` on CPU,
   where there are no CUDA graphs. ``fullgraph=True``, so a graph break is an error, not a silently
@@ -134,9 +134,11 @@ class CompiledRunner:
         torch._dynamo.config.fail_on_recompile_limit_hit = True
         self.cache = StaticCache(config=self.model.config, max_cache_len=cache_len)
         self.cache_len = cache_len
-        self.step = self.model.get_compiled_call(
-            CompileConfig(fullgraph=True, dynamic=False, backend="inductor", mode=self.mode)
-        )
+        if self.step is None:
+            # transformers' get_compiled_call caches the wrapper on the model, where copy.deepcopy of the
+            # model carries it over to the copy, still bound to the original: compile our own instead
+            options = CompileConfig(fullgraph=True, dynamic=False, backend="inductor", mode=self.mode)
+            self.step = torch.compile(self.model.__call__, **options.to_dict())
         start = time.perf_counter()
         self.generate(input_ids, new_tokens, time.perf_counter)
         if cuda_in_use(self.device):
