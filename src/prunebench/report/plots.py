@@ -204,13 +204,17 @@ def latency_per_setting(results: pd.DataFrame) -> plt.Figure | None:
                     ax.plot(points.index, points.values, ENGINE_LINES.get(engine, "-."), color=style["color"],
                             marker=style["marker"], label=f"{label} ({engine})")  # fmt: skip
             ax.axhline(1.0, color="black", linewidth=0.8)
-            ax.set_title(f"{model} {phase}: batch {batch}, prompt {prompt}", fontsize=8)
+            ax.set_title(f"{model} {phase}: batch {int(batch)}, prompt {int(prompt)}", fontsize=8)
             ax.grid(alpha=0.3)
         row_axes[0].set_ylabel("speed-up over dense")
     for ax in axes[-1]:
         ax.set_xlabel("achieved decoder ratio")
     handles, names = axes[0][0].get_legend_handles_labels()
     grid[0][-1].legend(handles, names, loc="upper left", fontsize=7, frameon=False)
+    fig.suptitle(
+        "filled: measured (solid: eager, dashed: compiled); hollow, dotted: ideal from FLOPs and bytes",
+        fontsize=8,
+    )
     return fig
 
 
