@@ -98,3 +98,10 @@ def test_kv_groups_align_only_where_head_dim_is_not_a_multiple(model):
 def test_bad_round_to_is_refused_in_one_line(bad):
     with pytest.raises(PrunebenchError, match=r"^flap: round_to must be a positive integer \(1 = official\)"):
         get_method("flap").Config.from_params({"round_to": bad})
+
+
+def test_a_ratio_the_aligned_grid_cannot_reach_names_the_neighbours_and_the_remedy(model):
+    """128-multiples of 200 channels leave only 128 or 200 kept: 0.3 is out of reach."""
+    with pytest.raises(PrunebenchError, match=r"^magnitude-sp: .* rounded to multiples of 128 reaches decoder ratios .*"
+                       r"choose a reachable ratio, a smaller round_to or budget=native$"):  # fmt: skip
+        uniform_counts(get_adapter(model), 0.15, "decoder", "magnitude-sp", round_to=128)

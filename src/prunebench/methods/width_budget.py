@@ -207,12 +207,21 @@ def uniform_counts(
         f"the official uniform rule (int(r*{adapter.num_kv_heads}) of {adapter.num_kv_heads} KV groups "
         f"and int(r*{adapter.intermediate_size}) channels removed per layer)"
     )
-    if round_to > 1:
-        rule += f" with kept widths rounded to multiples of {round_to}"
-    return closest(options, target_ratio, method, rule)
+    if round_to == 1:
+        return closest(options, target_ratio, method, rule)
+    rule += f" with kept widths rounded to multiples of {round_to}"
+    return closest(
+        options, target_ratio, method, rule, "choose a reachable ratio, a smaller round_to or budget=native"
+    )
 
 
-def closest(options: list[UniformCounts], target_ratio: float, method: str, rule: str) -> UniformCounts:
+def closest(
+    options: list[UniformCounts],
+    target_ratio: float,
+    method: str,
+    rule: str,
+    remedy: str = "choose a reachable ratio or budget=native",
+) -> UniformCounts:
     """The option whose decoder ratio is closest to ``target_ratio`` (ties: the first, so the smaller ``r``
     when ``options`` ascend). A miss beyond :data:`TOLERANCE` raises ``PrunebenchError`` naming ``rule``
     and the reachable ratios on either side."""
@@ -225,7 +234,7 @@ def closest(options: list[UniformCounts], target_ratio: float, method: str, rule
             reach += f" and {above[0].decoder_ratio:.3f} (r={above[0].native_ratio:.4f})"
         raise PrunebenchError(
             f"{method}: {rule} reaches decoder ratios {reach} around {target_ratio}, not within {TOLERANCE}; "
-            "choose a reachable ratio or budget=native"
+            f"{remedy}"
         )
     return best
 
