@@ -10,6 +10,11 @@ speed-ups and writes the full JSON.
     python benchmarks/bench_latency.py --shape llama2-7b --ratios 0.2,0.5 --batch-sizes 1,8 \
         --prompt-lengths 128,512 --new-tokens 64 --out docs/measurements/latency-llama2-7b-h100.json
     python benchmarks/bench_latency.py --config resources/demo/model/config.json ...   # any Llama config
+    python benchmarks/bench_latency.py --model resources/demo/model --engines eager,compiled ...  # real weights
+
+``--engines eager,compiled`` times both engines (``prunebench.evaluation.engines``) in the same rounds;
+``--plans width,width-aligned,depth`` adds a width plan whose kept widths are rounded to multiples of
+``--round-to`` (``prunebench.methods.width_budget.align_count``).
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from prunebench.errors import PrunebenchError
+from prunebench.evaluation.engines import ENGINES
 from prunebench.evaluation.latency import LatencyConfig, measure_latency, validate_config
 from prunebench.io import atomic_write_json
-from prunebench.methods.width_budget import nearest_keep_counts
-from prunebench.models import apply_plan, get_adapter
+from prunebench.methods.width_budget import align_count, kv_unit, nearest_keep_counts
+from prunebench.models import apply_plan, get_adapter, load_pretrained
 from prunebench.models.counting import achieved_ratios
 from prunebench.plan import LayerPlan, PruningPlan
 
@@ -94,6 +100,19 @@ def width_plan(model, ratio: float) -> PruningPlan:
     return PruningPlan("random", "hand_width", {}, ratio, layers)
 
 
+def aligned_width_plan(model, ratio: float, round_to: int) -> PruningPlan:
+    """:func:`width_plan` with the kept KV groups and MLP channels rounded to multiples (``align_count``)."""
+    adapter = get_adapter(model)
+    kv_keep, ch_keep = nearest_keep_counts(adapter, ratio)
+    kv_keep = align_count(kv_keep, kv_unit(adapter, round_to), adapter.num_kv_heads)
+    ch_keep = align_count(ch_keep, round_to, adapter.intermediate_size)
+    layers = {
+        i: LayerPlan(kv_heads=list(range(kv_keep)), mlp_channels=list(range(ch_keep)))
+        for i in range(adapter.num_layers)
+    }
+    return PruningPlan("random", f"hand_width_round{round_to}", {}, ratio, layers)
+
+
 def depth_plan(model, ratio: float) -> PruningPlan:
     """Remove round(ratio * layers) whole blocks, from the second-to-last one backwards."""
     layers = get_adapter(model).num_layers
@@ -106,12 +125,23 @@ def depth_plan(model, ratio: float) -> PruningPlan:
 
 def format_speedup(variant: str, achieved: float, s: dict) -> str:
     """One printed line: measured vs ideal speed-ups of a variant at one batch size and prompt length."""
-    cell = f"{variant:<14}{achieved:>9.3f}{s['batch_size']:>6}{s['prompt_length']:>7}  "
+    cell = f"{variant:<24}{achieved:>9.3f}{s['batch_size']:>6}{s['prompt_length']:>7}  "
     if s["status"] != "ok":
-        return cell + "does not fit"
+        return cell + s["status"]
     return (
-        f"{cell}{s['measured_prefill']:>6.2f}x / {s['ideal_prefill_flops']:.2f}x   "
-        f"{s['measured_decode']:>6.2f}x / {s['ideal_decode_flops']:.2f}x, {s['ideal_weight_bytes']:.2f}x"
+        f"{cell}{s['measured_prefill']:>6.2f}x / {s['ideal_prefill']:.2f}x   "
+        f"{s['measured_decode']:>6.2f}x / {s['ideal_decode']:.2f}x ({s['decode_bound']})"
+    )
+
+
+def format_roofline(row: dict) -> str:
+    """The dense model's decode against its roofline (weight and KV reads at the measured bandwidth)."""
+    return (
+        f"dense {row['engine']} batch {row['batch_size']} prompt {row['prompt_length']}: decode "
+        f"{row['decode_median_s_per_token'] * 1e3:.2f} ms/token, roofline "
+        f"{row['decode_roofline_s_per_token'] * 1e3:.2f} ms ({row['decode_bound']}-bound), "
+        f"{row['decode_fraction_of_roofline']:.2f} of it; prefill {row['prefill_fraction_of_peak_flops']:.2f} "
+        f"of peak FLOP/s"
     )
 
 
@@ -124,11 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     shape = parser.add_mutually_exclusive_group(required=True)
     shape.add_argument("--shape", choices=sorted(SHAPES))
     shape.add_argument("--config", type=Path, help="a Llama config.json to take the shape from")
+    shape.add_argument("--model", type=Path, help="a checkpoint directory: its real weights are timed")
     parser.add_argument("--ratios", default="0.2,0.5")
     parser.add_argument("--plans", default="width,depth")
     parser.add_argument("--batch-sizes", default="1")
     parser.add_argument("--prompt-lengths", default="128")
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--engines", default="eager", help=f"comma-separated, of {', '.join(ENGINES)}")
+    parser.add_argument("--round-to", type=int, default=8, help="multiple of the width-aligned plan")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--min-repeats", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=2.0)
@@ -143,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     try:
-        config = LlamaConfig.from_json_file(args.config) if args.config else LlamaConfig(**SHAPES[args.shape])
         dtype = DTYPES[args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")]
         latency_config = LatencyConfig(
             batch_sizes=parse_ints(args.batch_sizes),
@@ -152,16 +184,29 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             min_repeats=args.min_repeats,
             min_seconds=args.min_seconds,
+            engines=tuple(args.engines.split(",")),
         )
         validate_config(latency_config)
-        makers = {"width": width_plan, "depth": depth_plan}
+        makers = {
+            "width": width_plan,
+            "width-aligned": lambda model, ratio: aligned_width_plan(model, ratio, args.round_to),
+            "depth": depth_plan,
+        }
         unknown = set(args.plans.split(",")) - set(makers)
         if unknown:
             raise PrunebenchError(f"unknown plan kind(s) {sorted(unknown)}; choose from {sorted(makers)}")
-        dense = build_dense(config, dtype, args.device)
+        if args.model:
+            dense, _ = load_pretrained(str(args.model), dtype=dtype, device=torch.device(args.device))
+            dense.eval()
+            config = dense.config
+        else:
+            config = (
+                LlamaConfig.from_json_file(args.config) if args.config else LlamaConfig(**SHAPES[args.shape])
+            )
+            dense = build_dense(config, dtype, args.device)
         runs = []
         print(
-            f"{'variant':<14}{'achieved':>9}{'batch':>6}{'prompt':>7}  prefill meas/ideal  decode meas/ideal(flops, bytes)"
+            f"{'engine variant':<24}{'achieved':>9}{'batch':>6}{'prompt':>7}  prefill meas/ideal  decode meas/ideal"
         )
         for kind in args.plans.split(","):
             for ratio in (float(r) for r in args.ratios.split(",")):
@@ -170,8 +215,15 @@ def main(argv: list[str] | None = None) -> int:
                 result = measure_latency(pruned, latency_config, base=dense)
                 result["variant"] = {"plan": kind, "target_ratio": ratio, **achieved_ratios(pruned, dense)}
                 runs.append(result)
+                for row in result["measurements"]:
+                    if row["model"] == "base" and row["status"] == "ok" and len(runs) == 1:
+                        print(format_roofline(row))
                 for s in result["speedups"]:
-                    print(format_speedup(f"{kind}@{ratio}", result["variant"]["decoder_ratio"], s))
+                    print(
+                        format_speedup(
+                            f"{s['engine'][:4]} {kind}@{ratio}", result["variant"]["decoder_ratio"], s
+                        )
+                    )
                 del pruned
     except PrunebenchError as error:
         print(f"error: {error}", file=sys.stderr)

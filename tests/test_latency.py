@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -160,9 +161,9 @@ def test_interleaved_base_gives_side_by_side_speedups(dense, pruned, monkeypatch
     order = []
     real_run_once = latency.run_once
 
-    def recording_run_once(model, *args):
-        order.append("base" if model is dense else "model")
-        return real_run_once(model, *args)
+    def recording_run_once(runner, *args):
+        order.append("base" if runner.model is dense else "model")
+        return real_run_once(runner, *args)
 
     monkeypatch.setattr(latency, "run_once", recording_run_once)
     config = LatencyConfig(batch_sizes=(1,), prompt_lengths=(8,), **FAST)
@@ -263,7 +264,9 @@ def test_cli_measures_model_and_base_side_by_side(tmp_path, capsys):
     ]
     assert result["models"]["model"]["kv_bytes_per_token"] == 1 * 2 * 1 * HEAD_DIM * 4
     assert [s["status"] for s in result["speedups"]] == ["ok", "ok"]
-    assert "speed-up batch 2 prompt 4" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "speed-up eager batch 2 prompt 4: prefill" in out
+    assert re.search(r"eager model batch 2 prompt 4: prefill [\d.]+ ms \[[\d.]+-[\d.]+\]", out)  # p10-p90
 
 
 def test_cli_rejects_a_prompt_beyond_the_context(tmp_path, capsys):

@@ -170,6 +170,14 @@ def _tiny() -> dict:
             lambda c: c["evaluation"]["latency"].update(min_seconds=float("inf")),
             r"config\.evaluation\.latency\.min_seconds: inf is not a finite number",
         ),
+        (
+            lambda c: c["evaluation"]["latency"].update(engine=["eager", "tensorrt"]),
+            r"config\.evaluation\.latency\.engine\.1: 'tensorrt' is not one of \['eager', 'compiled'\]",
+        ),
+        (
+            lambda c: c["methods"].update({"flap-aligned": {"method": "flap", "params": {"round_to": 0}}}),
+            r"config\.methods\.flap-aligned\.params.*round_to must be a positive integer",
+        ),
         # Names that become path components: no '/', no '.' or '..', none of the study's own folders.
         *[
             (change, rf"config\.{where}: '{re.escape(name)}' is not allowed \(names become path components")

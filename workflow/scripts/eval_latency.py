@@ -12,6 +12,7 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     argv += ["--new-tokens", str(lat["new_tokens"]), "--min-repeats", str(lat["min_repeats"])]
     argv += ["--min-seconds", str(lat["min_seconds"]), "--dtype", sm.params.spec["dtype"]]
     argv += ["--device", sm.params.spec["device"]]
+    argv += ["--engine", ",".join(lat["engine"])]
     if sm.params.model != sm.params.base:
         argv += ["--base-model", sm.params.base]
     raise SystemExit(main(argv))

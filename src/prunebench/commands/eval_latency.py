@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from prunebench.commands.common import add_model_arguments, device_of, dtype_of
 from prunebench.errors import PrunebenchError
@@ -11,7 +12,14 @@ from prunebench.io import OutputKind, atomic_write_json, check_output
 NAME = "latency"
 GROUP = "eval"
 HELP = "prefill/decode latency, tokens/s and peak memory over batch sizes x prompt lengths"
+# A measured speed-up that gains less than this share of the ideal gain is reported as far below it.
+FAR_BELOW = 0.5
 RESULT = OutputKind("latency result", ("protocol", "environment", "measurements"), directory=False)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``"eager,compiled"`` -> ("eager", "compiled"); names are checked later with the other inputs."""
+    return tuple(name.strip() for name in text.split(","))
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -44,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-repeats", type=int, default=200, help="timed runs per cell, at most")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompt tokens")
+    parser.add_argument(
+        "--engine",
+        type=_names,
+        default=("eager",),
+        help="eager, compiled or both, comma-separated (default: eager); compiled = static KV cache + "
+        "torch.compile'd decode step (prunebench.evaluation.engines)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (recorded; default: torch's choice)")
     parser.add_argument("--base-model", help="measure this model interleaved for side-by-side speed-ups")
     parser.add_argument(
@@ -55,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from prunebench.evaluation.latency import (
-        DOES_NOT_FIT,
         LatencyConfig,
         check_fits_context,
         measure_latency,
@@ -73,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         min_seconds=args.min_seconds,
         max_repeats=args.max_repeats,
         seed=args.seed,
+        engines=args.engine,
     )
     validate_config(config)
     check_output(args.out, RESULT)
@@ -90,19 +105,59 @@ def run(args: argparse.Namespace) -> int:
     result = measure_latency(model, config, base=base)
     result.update({"model": args.model, "base_model": args.base_model})
     atomic_write_json(args.out, result)
+    for line in summary_lines(result):
+        print(line)
+    for line in warnings(result):
+        print(f"warning: {line}", file=sys.stderr)
+    return 0
+
+
+def _ms(row: dict, phase: str, suffix: str) -> str:
+    """``median ms [p10-p90]`` of one phase of a measurement row."""
+    median, p10, p90 = (row[f"{phase}_{stat}_{suffix}"] * 1e3 for stat in ("median", "p10", "p90"))
+    return f"{median:.2f} ms [{p10:.2f}-{p90:.2f}]"
+
+
+def summary_lines(result: dict) -> list[str]:
+    """One line per measured row (medians with p10-p90) and per speed-up (paired p10-p90 beside the ideal)."""
+    lines = []
     for row in result["measurements"]:
-        cell = f"{row['model']} batch {row['batch_size']} prompt {row['prompt_length']}"
-        if row["status"] == DOES_NOT_FIT:
-            print(f"{cell}: {DOES_NOT_FIT}")
+        cell = f"{row['engine']} {row['model']} batch {row['batch_size']} prompt {row['prompt_length']}"
+        if row["status"] != "ok":
+            lines.append(f"{cell}: {row['status']} ({row.get('error', '')})")
             continue
-        print(
-            f"{cell}: prefill {row['prefill_tokens_per_s']:.1f} tok/s, decode {row['decode_tokens_per_s']:.1f} tok/s"
+        compile_s = f", compile {row['compile_s']:.1f} s" if row.get("compile_s") is not None else ""
+        lines.append(
+            f"{cell}: prefill {_ms(row, 'prefill', 's')}, decode {_ms(row, 'decode', 's_per_token')}/token "
+            f"(median [p10-p90] of {row['repeats']}; warm-up {row['warmup_s']:.1f} s{compile_s})"
         )
     for s in result.get("speedups", []):
-        if s["status"] == "ok":
-            print(
-                f"speed-up batch {s['batch_size']} prompt {s['prompt_length']}: prefill {s['measured_prefill']:.2f}x "
-                f"(ideal {s['ideal_prefill_flops']:.2f}x), decode {s['measured_decode']:.2f}x "
-                f"(ideal {s['ideal_decode_flops']:.2f}x FLOPs, {s['ideal_weight_bytes']:.2f}x bytes)"
-            )
-    return 0
+        cell = f"speed-up {s['engine']} batch {s['batch_size']} prompt {s['prompt_length']}"
+        if s["status"] != "ok":
+            lines.append(f"{cell}: {s['status']}")
+            continue
+        lines.append(
+            f"{cell}: prefill {s['measured_prefill']:.2f}x [{s['measured_prefill_paired_p10']:.2f}-"
+            f"{s['measured_prefill_paired_p90']:.2f}] (ideal {s['ideal_prefill']:.2f}x, {s['prefill_bound']}-bound), "
+            f"decode {s['measured_decode']:.2f}x [{s['measured_decode_paired_p10']:.2f}-"
+            f"{s['measured_decode_paired_p90']:.2f}] (ideal {s['ideal_decode']:.2f}x, {s['decode_bound']}-bound)"
+        )
+    return lines
+
+
+def warnings(result: dict) -> list[str]:
+    """Cells whose measured speed-up is below :data:`FAR_BELOW` of the gain the ideal promises."""
+    out = []
+    for s in result.get("speedups", []):
+        if s["status"] != "ok":
+            continue
+        for phase in ("prefill", "decode"):
+            measured, ideal = s[f"measured_{phase}"], s[f"ideal_{phase}"]
+            if ideal > 1 and measured - 1 < FAR_BELOW * (ideal - 1):
+                out.append(
+                    f"{s['engine']} batch {s['batch_size']} prompt {s['prompt_length']}: measured {phase} "
+                    f"speed-up {measured:.2f}x gains less than {FAR_BELOW:.0%} of the ideal {ideal:.2f}x "
+                    "(something other than FLOPs and bytes bounds it: per-call overhead, unaligned shapes, "
+                    "or noise; see the spread)"
+                )
+    return out

@@ -48,6 +48,12 @@ Extensions (also listed in ``plan.notes["extensions"]``):
   per-layer counts are in the plan notes. ``budget=native`` passes the ratio to FLAP as its own
   ``--pruning_ratio`` (the official formulas above: integer weights and the nearest cumulative weight
   for AL-AM, ``int(r·H_kv)``/``int(m·r)`` for UL-UM); the plan notes record target, native and achieved.
+
+Deviation (off by default): ``round_to`` > 1 rounds every layer's kept channel count (and KV-group count
+where ``head_dim`` is not a multiple) to a multiple of ``round_to``, keeping the best-scored ones
+(AL-AM: :func:`align_masks` after the threshold, inside the decoder-budget search, so the achieved
+ratio still tracks the target; UL-UM: the aligned uniform counts). The official code keeps whatever
+its threshold gives; the plan notes label it under ``deviations``.
 """
 
 from __future__ import annotations
@@ -59,7 +65,14 @@ import torch
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.methods.channel_stats import InputStats, attach, group_channels
-from prunebench.methods.width_budget import check_budget, uniform_counts
+from prunebench.methods.width_budget import (
+    align_count,
+    check_budget,
+    check_round_to,
+    kv_unit,
+    round_to_deviation,
+    uniform_counts,
+)
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import decoder_params, kv_group_params, mlp_channel_params, plan_decoder_ratio
@@ -87,9 +100,11 @@ class FlapConfig(MethodConfig):
     budget: str = "decoder"
     batch_size: int = 8
     bias_compensation: bool = True
+    round_to: int = 1  # 1 = official; >1 aligns kept widths per layer (deviation, see align_masks)
 
     def check(self) -> None:
         super().check()
+        check_round_to("flap", self.round_to)
         if self.metric not in METRICS:
             raise PrunebenchError(f"flap: metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.structure not in STRUCTURES:
@@ -172,6 +187,29 @@ def keep_uniform(scores: torch.Tensor, remove: int) -> torch.Tensor:
         return torch.zeros_like(scores, dtype=torch.bool)
     tau = torch.sort(scores, dim=1, stable=True).values[:, remove : remove + 1]
     return scores >= tau
+
+
+def _top(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Mask of the ``count`` highest scores (ties to the lower index)."""
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    mask[torch.sort(scores, descending=True, stable=True).indices[:count]] = True
+    return mask
+
+
+def align_masks(
+    attn: torch.Tensor, mlp: torch.Tensor, attn_keep: torch.Tensor, mlp_keep: torch.Tensor, units: tuple
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer, round the kept KV-group and channel counts to multiples of ``units = (kv, channel)``
+    (:func:`~prunebench.methods.width_budget.align_count`) and keep that many of the best-scored ones.
+
+    A deviation from FLAP's code (``round_to`` > 1), which keeps whatever its threshold gives.
+    """
+    attn_keep, mlp_keep = attn_keep.clone(), mlp_keep.clone()
+    for layer in range(attn.shape[0]):
+        for scores, keep, unit in ((attn, attn_keep, units[0]), (mlp, mlp_keep, units[1])):
+            count = align_count(int(keep[layer].sum()), unit, keep.shape[1])
+            keep[layer] = _top(scores[layer], count)
+    return attn_keep, mlp_keep
 
 
 def compensation(
@@ -266,7 +304,7 @@ class Flap(Method):
         """A ratio must lie in [0, 1); UL-UM must realise it within 0.02 with the official uniform counts."""
         super().check_ratio(model, target_ratio, config)
         if config.structure == "UL-UM":
-            uniform_counts(get_adapter(model), target_ratio, config.budget, "flap")
+            uniform_counts(get_adapter(model), target_ratio, config.budget, "flap", config.round_to)
 
     def select(
         self, scores: Scores, model: torch.nn.Module, target_ratio: float, config: FlapConfig
@@ -281,6 +319,8 @@ class Flap(Method):
             "metric": config.metric,
             "budget": config.budget,
         }
+        if config.round_to > 1:
+            notes["deviations"] = [round_to_deviation(config.round_to)]
         if config.structure == "AL-AM":
             attn_keep, mlp_keep = self._adaptive(scores, adapter, target_ratio, config, notes)
         else:
@@ -303,7 +343,7 @@ class Flap(Method):
             k = native_cut(order, attn.numel(), weight, target_ratio)
         else:
             k = _decoder_cut(adapter, attn, mlp, sorted_scores, order, scores, target_ratio, config)
-        attn_keep, mlp_keep = keep_above(attn, mlp, sorted_scores, k)
+        attn_keep, mlp_keep = _keep(adapter, attn, mlp, sorted_scores, k, config.round_to)
         kept_weight = int(attn_keep.sum()) * weight + int(mlp_keep.sum())
         notes.update(
             head_weight=weight,
@@ -319,9 +359,24 @@ class Flap(Method):
         width = adapter.group_size * adapter.head_dim
         attn = group_channels(scores.tensors["attn_score"], width).sum(dim=-1)
         mlp = scores.tensors["mlp_score"]
-        counts = uniform_counts(adapter, target_ratio, config.budget, "flap")
+        counts = uniform_counts(adapter, target_ratio, config.budget, "flap", config.round_to)
         notes.update(counts.notes())
         return keep_uniform(attn, counts.kv_groups_removed), keep_uniform(mlp, counts.channels_removed)
+
+
+def _keep(
+    adapter: ModelAdapter,
+    attn: torch.Tensor,
+    mlp: torch.Tensor,
+    sorted_scores: torch.Tensor,
+    k: int,
+    round_to: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AL-AM masks at cut ``k``, aligned per layer when ``round_to`` > 1."""
+    attn_keep, mlp_keep = keep_above(attn, mlp, sorted_scores, k)
+    if round_to == 1:
+        return attn_keep, mlp_keep
+    return align_masks(attn, mlp, attn_keep, mlp_keep, (kv_unit(adapter, round_to), round_to))
 
 
 def _decoder_cut(
@@ -346,7 +401,7 @@ def _decoder_cut(
     total = decoder_params(adapter.model)
 
     def error(k: int) -> float:
-        attn_keep, mlp_keep = keep_above(attn, mlp, sorted_scores, k)
+        attn_keep, mlp_keep = _keep(adapter, attn, mlp, sorted_scores, k, config.round_to)
         plan = _plan(adapter, attn_keep, mlp_keep, scores, target_ratio, config, {})
         return plan_decoder_ratio(adapter, plan) - target_ratio
 

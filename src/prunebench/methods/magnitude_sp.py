@@ -16,7 +16,8 @@ for GQA, ``int(r * H_kv)`` KV groups (extension). ``budget=decoder`` (default) p
 floored counts give the decoder ratio closest to the study ratio (refused beyond a 0.02 miss);
 ``budget=native`` uses the study ratio as ``r``. The plan notes record ``r`` and the per-layer counts.
 Deviation: the official code keeps every structure whose score ties the threshold; we keep exactly
-the counted number, ties going to the lower index.
+the counted number, ties going to the lower index. ``round_to`` > 1 (default 1, off) rounds the kept
+widths to multiples (:mod:`~prunebench.methods.width_budget`), a deviation labelled in the plan notes.
 
 Fidelity: on a random MHA Llama with ``head_dim`` 128 the kept heads and channels equal those of the
 official ``prune_magnitude_sp`` at every ratio tried (docs/fidelity/wanda-sp.md).
@@ -31,7 +32,7 @@ import torch
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.methods.cfsp import top_indices
-from prunebench.methods.width_budget import check_budget, uniform_counts
+from prunebench.methods.width_budget import check_budget, check_round_to, round_to_deviation, uniform_counts
 from prunebench.models import get_adapter
 from prunebench.models.counting import plan_decoder_ratio
 from prunebench.plan import LayerPlan, PruningPlan
@@ -46,10 +47,12 @@ class MagnitudeSpConfig(MethodConfig):
     """
 
     budget: str = "decoder"
+    round_to: int = 1  # 1 = official counts; >1 aligns kept widths (deviation, see width_budget)
 
     def check(self) -> None:
         super().check()
         check_budget("magnitude-sp", self.budget)
+        check_round_to("magnitude-sp", self.round_to)
 
 
 def channel_scores(down_proj_weight: torch.Tensor) -> torch.Tensor:
@@ -105,12 +108,12 @@ class MagnitudeSp(Method):
     def check_ratio(self, model, target_ratio: float, config: MagnitudeSpConfig) -> None:
         """A ratio must lie in [0, 1) and be realisable with the official uniform per-layer counts."""
         super().check_ratio(model, target_ratio, config)
-        uniform_counts(get_adapter(model), target_ratio, config.budget, "magnitude-sp")
+        uniform_counts(get_adapter(model), target_ratio, config.budget, "magnitude-sp", config.round_to)
 
     def select(self, scores: Scores, model, target_ratio: float, config: MagnitudeSpConfig) -> PruningPlan:
         """Keep the same number of top KV groups and top channels in every layer."""
         adapter = get_adapter(model)
-        counts = uniform_counts(adapter, target_ratio, config.budget, "magnitude-sp")
+        counts = uniform_counts(adapter, target_ratio, config.budget, "magnitude-sp", config.round_to)
         groups, channels = scores.tensors["group_score"], scores.tensors["channel_score"]
         expected = (adapter.num_layers, adapter.num_kv_heads, adapter.intermediate_size)
         if (groups.shape[0], groups.shape[1], channels.shape[1]) != expected:
@@ -142,6 +145,7 @@ class MagnitudeSp(Method):
             **counts.notes(),
             "achieved_decoder_ratio": plan_decoder_ratio(adapter, plan),
             "extensions": ["heads removed by whole KV group (GQA), scored by the group's o_proj columns"],
-            "deviations": ["exactly the counted structures are kept; ties go to the lower index"],
+            "deviations": ["exactly the counted structures are kept; ties go to the lower index"]
+            + ([round_to_deviation(config.round_to)] if config.round_to > 1 else []),
         }
         return plan

@@ -26,7 +26,9 @@ count is ``int(r·H_kv)`` groups (the official rule for MHA). **Decoder budget**
 default) -- ``r`` is the native ratio whose floored counts give the decoder-parameter ratio closest to
 the study ratio (:func:`~prunebench.methods.width_budget.uniform_counts`; a miss above its tolerance
 of 0.02 is refused); ``budget=native`` passes the study ratio as ``r`` itself. The plan notes record
-``r`` (``native_pruning_ratio``) and the KV groups and channels removed per layer.
+``r`` (``native_pruning_ratio``) and the KV groups and channels removed per layer. **Aligned widths**
+(``round_to`` > 1; default 1, off): kept widths rounded to multiples
+(:mod:`~prunebench.methods.width_budget`), a deviation from the official code, labelled in the plan notes.
 
 Fidelity: on a random MHA Llama with ``head_dim`` 128 the kept heads and channels equal those of the
 official ``prune_wanda_sp`` at every ratio tried (docs/fidelity/wanda-sp.md).
@@ -46,7 +48,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.methods.channel_stats import InputStats, attach, group_channels
 from prunebench.methods.flap import keep_uniform, layer_plans
-from prunebench.methods.width_budget import check_budget, uniform_counts
+from prunebench.methods.width_budget import check_budget, check_round_to, round_to_deviation, uniform_counts
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import plan_decoder_ratio
@@ -68,10 +70,12 @@ class WandaSpConfig(MethodConfig):
     seed: int = 0
     budget: str = "decoder"
     batch_size: int = 8
+    round_to: int = 1  # 1 = official counts; >1 aligns kept widths (deviation, see width_budget)
 
     def check(self) -> None:
         super().check()
         check_budget("wanda-sp", self.budget)
+        check_round_to("wanda-sp", self.round_to)
         if self.batch_size < 1:
             raise PrunebenchError(f"wanda-sp: batch_size must be at least 1, got {self.batch_size}")
 
@@ -161,7 +165,7 @@ class WandaSp(Method):
     def check_ratio(self, model: nn.Module, target_ratio: float, config: WandaSpConfig) -> None:
         """A ratio must lie in [0, 1) and be realisable with the official uniform per-layer counts."""
         super().check_ratio(model, target_ratio, config)
-        uniform_counts(get_adapter(model), target_ratio, config.budget, "wanda-sp")
+        uniform_counts(get_adapter(model), target_ratio, config.budget, "wanda-sp", config.round_to)
 
     def select(
         self, scores: Scores, model: nn.Module, target_ratio: float, config: WandaSpConfig
@@ -173,13 +177,15 @@ class WandaSp(Method):
             raise PrunebenchError(f"these scores were made by {scores.meta.get('method')!r}, not by wanda-sp")
         if not adapter.is_dense():
             raise PrunebenchError("wanda-sp prunes a dense model, but this model is already pruned")
-        counts = uniform_counts(adapter, target_ratio, config.budget, "wanda-sp")
+        counts = uniform_counts(adapter, target_ratio, config.budget, "wanda-sp", config.round_to)
         notes: dict[str, Any] = {
             "extensions": list(EXTENSIONS),
             "target_ratio": target_ratio,
             "budget": config.budget,
             **counts.notes(),
         }
+        if config.round_to > 1:
+            notes["deviations"] = [round_to_deviation(config.round_to)]
         attn_keep, mlp_keep = self._sequential(
             adapter, scores.tensors["input_ids"], counts.kv_groups_removed, counts.channels_removed, config
         )

@@ -18,10 +18,19 @@ nearest reachable ratios.
 :func:`nearest_keep_counts` is prunebench's earlier rule (KV groups kept = ``round(n_kv * (1 − t))``,
 channels absorb the rest). It is not the official rule; it is kept, labelled, for the benchmarks whose
 recorded figures were measured with it.
+
+Aligned widths (``round_to``, a **deviation** from every official uniform rule, off by default): kept MLP
+channel counts are rounded to the nearest multiple of ``round_to`` (at least one multiple, and a count
+that reaches the dense width keeps the layer whole) and kept KV-group counts to a multiple of
+:func:`kv_unit`, so that every pruned matrix dimension is a multiple of ``round_to``, which is what
+tensor-core kernels want (:func:`align_count`). ``uniform_counts`` then searches the aligned counts of
+every step of ``r``, so the decoder ratio still lands within :data:`TOLERANCE` where the aligned grid
+allows.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,15 +56,61 @@ class UniformCounts:
     kv_groups_removed: int  # per layer: int(r * num_kv_heads)
     channels_removed: int  # per layer: int(intermediate_size * r)
     decoder_ratio: float  # fraction of decoder-layer parameters removed
+    round_to: int = 1  # kept widths aligned to this multiple (1: the official counts)
 
     def notes(self) -> dict[str, Any]:
         """The plan-note fields shared by the uniform width methods."""
-        return {
+        notes: dict[str, Any] = {
             "native_pruning_ratio": self.native_ratio,
             "count_rule": COUNT_RULE,
             "removed_kv_groups_per_layer": self.kv_groups_removed,
             "removed_channels_per_layer": self.channels_removed,
         }
+        if self.round_to > 1:
+            notes["count_rule"] += f", then kept widths rounded to multiples of {self.round_to}"
+            notes["round_to"] = self.round_to
+        return notes
+
+
+def check_round_to(method: str, round_to: object) -> None:
+    """``round_to`` must be a positive integer (1 = no alignment, the official rule)."""
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise PrunebenchError(
+            f"{method}: round_to must be a positive integer (1 = official), got {round_to!r}"
+        )
+
+
+def round_to_deviation(round_to: int) -> str:
+    """The plan-note line that labels aligned widths as a deviation from the official code."""
+    return (
+        f"round_to={round_to}: kept MLP channels (and KV groups where head_dim is not a multiple) rounded to "
+        f"multiples of {round_to}; not in the official code, which keeps the counts its rule gives"
+    )
+
+
+def kv_unit(adapter: ModelAdapter, round_to: int) -> int:
+    """Kept KV groups must be a multiple of this for ``kv * head_dim`` to be a multiple of ``round_to``
+    (1 whenever ``head_dim`` already is; query widths ``kv * g * head_dim`` then are too)."""
+    return round_to // math.gcd(round_to, adapter.head_dim)
+
+
+def align_count(count: int, multiple: int, full: int) -> int:
+    """``count`` kept units rounded to the nearest multiple of ``multiple`` (halves up, as CFSP's ``round_to``).
+
+    0 and ``full`` (sublayer removed, layer kept whole) stay; any other count keeps at least one
+    ``multiple``; a result that reaches ``full`` becomes ``full`` (the dense width, aligned or not).
+    """
+    if multiple == 1 or count in (0, full):
+        return count
+    aligned = max(multiple, (2 * count + multiple) // (2 * multiple) * multiple)
+    return full if aligned >= full else aligned
+
+
+def aligned_counts(adapter: ModelAdapter, groups: int, channels: int, round_to: int) -> tuple[int, int]:
+    """Removed (KV groups, channels) per layer after aligning the kept counts (:func:`align_count`)."""
+    n_kv, m = adapter.num_kv_heads, adapter.intermediate_size
+    kept_kv = align_count(n_kv - groups, kv_unit(adapter, round_to), n_kv)
+    return n_kv - kept_kv, m - align_count(m - channels, round_to, m)
 
 
 def check_budget(method: str, budget: str) -> None:
@@ -122,9 +177,13 @@ def _steps(adapter: ModelAdapter) -> list[float]:
 
 
 def uniform_counts(
-    adapter: ModelAdapter, target_ratio: float, budget: str = "decoder", method: str = "uniform width"
+    adapter: ModelAdapter,
+    target_ratio: float,
+    budget: str = "decoder",
+    method: str = "uniform width",
+    round_to: int = 1,
 ) -> UniformCounts:
-    """The official uniform counts for ``target_ratio``.
+    """The official uniform counts for ``target_ratio`` (kept widths aligned to ``round_to`` when > 1).
 
     ``budget="native"``: ``target_ratio`` is ``r`` itself. ``budget="decoder"``: ``r`` is the step whose
     counts give the decoder ratio closest to ``target_ratio`` (ties: the smaller ``r``); a miss larger
@@ -134,22 +193,35 @@ def uniform_counts(
     if not 0 <= target_ratio < 1:
         raise PrunebenchError(f"{method}: ratio must be in [0, 1), got {target_ratio}")
     check_budget(method, budget)
+    check_round_to(method, round_to)
     costs = Costs(adapter)
+
+    def counts(r: float) -> UniformCounts:
+        groups, channels = aligned_counts(adapter, *native_counts(adapter, r), round_to)
+        return UniformCounts(r, groups, channels, costs.ratio(groups, channels), round_to)
+
     if budget == "native":
-        groups, channels = native_counts(adapter, target_ratio)
-        return UniformCounts(target_ratio, groups, channels, costs.ratio(groups, channels))
-    options = []
-    for r in _steps(adapter):
-        groups, channels = native_counts(adapter, r)
-        options.append(UniformCounts(r, groups, channels, costs.ratio(groups, channels)))
+        return counts(target_ratio)
+    options = [counts(r) for r in _steps(adapter)]
     rule = (
         f"the official uniform rule (int(r*{adapter.num_kv_heads}) of {adapter.num_kv_heads} KV groups "
         f"and int(r*{adapter.intermediate_size}) channels removed per layer)"
     )
-    return closest(options, target_ratio, method, rule)
+    if round_to == 1:
+        return closest(options, target_ratio, method, rule)
+    rule += f" with kept widths rounded to multiples of {round_to}"
+    return closest(
+        options, target_ratio, method, rule, "choose a reachable ratio, a smaller round_to or budget=native"
+    )
 
 
-def closest(options: list[UniformCounts], target_ratio: float, method: str, rule: str) -> UniformCounts:
+def closest(
+    options: list[UniformCounts],
+    target_ratio: float,
+    method: str,
+    rule: str,
+    remedy: str = "choose a reachable ratio or budget=native",
+) -> UniformCounts:
     """The option whose decoder ratio is closest to ``target_ratio`` (ties: the first, so the smaller ``r``
     when ``options`` ascend). A miss beyond :data:`TOLERANCE` raises ``PrunebenchError`` naming ``rule``
     and the reachable ratios on either side."""
@@ -162,7 +234,7 @@ def closest(options: list[UniformCounts], target_ratio: float, method: str, rule
             reach += f" and {above[0].decoder_ratio:.3f} (r={above[0].native_ratio:.4f})"
         raise PrunebenchError(
             f"{method}: {rule} reaches decoder ratios {reach} around {target_ratio}, not within {TOLERANCE}; "
-            "choose a reachable ratio or budget=native"
+            f"{remedy}"
         )
     return best
 

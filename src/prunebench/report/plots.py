@@ -43,6 +43,10 @@ CAPTIONS = {
     "prompt length, one row per model: the median of the per-repeat paired ratios (dense and pruned timed in "
     "the same round), pooled over every plan of the same shape; bars p10-p90. Hollow markers on dashed lines: "
     "the ideal speed-up from FLOPs.",
+    "latency_per_setting": "Measured speed-up over the dense model per batch size x prompt length, one panel "
+    "per setting (columns) and per model and phase (rows): filled markers measured side by side with the "
+    "dense model (solid: eager engine, dashed: compiled engine), hollow markers the ideal speed-up of that "
+    "cell from FLOPs and bytes (roofline with the device peaks measured in the same job).",
     "pareto": "Mean zero-shot accuracy against measured decode latency per token, one panel per model (filled: "
     "no recovery; hollow: recovered variants, which share the latency of their pruned shape); bars: accuracy "
     "±1.96 standard errors and latency p10-p90; the line joins the Pareto front (no other variant is both "
@@ -293,6 +297,65 @@ def speedup_vs_ratio(
     return fig
 
 
+ENGINE_LINES = {"eager": "-", "compiled": "--"}
+
+
+def latency_per_setting(
+    results: pd.DataFrame, styles: dict[str, dict[str, Any]] | None = None
+) -> plt.Figure | None:
+    """Small multiples: one panel per (batch size, prompt length) and per (model, phase); measured speed-up
+    per engine and the cell's ideal speed-up against the achieved decoder ratio."""
+    speed = _pruned(results[(results["kind"] == "speedup") & (results["recovery"] == "none")])
+    if speed.empty:
+        return None
+    styles = styles or _fallback_styles(results)
+    speed = speed.assign(engine=speed["engine"].fillna("eager"))
+    settings = sorted(set(zip(speed["batch_size"], speed["prompt_length"], strict=True)))
+    rows = [(model, phase) for model in dict.fromkeys(speed["model"]) for phase in ("decode", "prefill")]
+    # one more column, without axes, holds the legend outside the panels
+    fig, grid = plt.subplots(
+        len(rows), len(settings) + 1, figsize=(3.2 * len(settings) + 2.6, 2.6 * len(rows)), squeeze=False,
+        gridspec_kw={"width_ratios": [1] * len(settings) + [0.8]},
+    )  # fmt: skip
+    for ax in grid[:, -1]:
+        ax.axis("off")
+    axes = grid[:, :-1]
+    for (model, phase), row_axes in zip(rows, axes, strict=True):
+        for (batch, prompt), ax in zip(settings, row_axes, strict=True):
+            cell = speed[
+                (speed["model"] == model)
+                & (speed["batch_size"] == batch)
+                & (speed["prompt_length"] == prompt)
+            ]
+            for (method, label), group in cell.groupby(["method", "method_label"], sort=True):
+                style = styles[method]
+                ideal = (
+                    group[group["metric"] == f"ideal_{phase}"]
+                    .groupby("achieved_decoder_ratio")["value"]
+                    .median()
+                )
+                ax.plot(ideal.index, ideal.values, ":", color=style["color"], marker=style["marker"],
+                        markerfacecolor="none")  # fmt: skip
+                for engine, part in group.groupby("engine", sort=True):
+                    measured = part[part["metric"] == f"measured_{phase}"]
+                    points = measured.groupby("achieved_decoder_ratio")["value"].median()
+                    ax.plot(points.index, points.values, ENGINE_LINES.get(engine, "-."), color=style["color"],
+                            marker=style["marker"], label=f"{label} ({engine})")  # fmt: skip
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.set_title(f"{model} {phase}: batch {int(batch)}, prompt {int(prompt)}", fontsize=8)
+            ax.grid(alpha=0.3)
+        row_axes[0].set_ylabel("speed-up over dense")
+    for ax in axes[-1]:
+        ax.set_xlabel("achieved decoder ratio")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    grid[0][-1].legend(handles, names, loc="upper left", fontsize=7, frameon=False)
+    fig.suptitle(
+        "filled: measured (solid: eager, dashed: compiled); hollow, dotted: ideal from FLOPs and bytes",
+        fontsize=8,
+    )
+    return fig
+
+
 def pareto(
     results: pd.DataFrame, headline: str, styles: dict[str, dict[str, Any]] | None = None
 ) -> plt.Figure | None:
@@ -460,6 +523,7 @@ def draw_all(results: pd.DataFrame, config: dict[str, Any], out_dir: str | Path)
         "accuracy_vs_ratio": lambda: accuracy_vs_ratio(results, headline, styles),
         "speedup_vs_ratio": lambda: speedup_vs_ratio(results, styles),
         "pareto": lambda: pareto(results, headline, styles),
+        "latency_per_setting": lambda: latency_per_setting(results, styles),
         "structure": lambda: structure(config),
         "cost": lambda: cost(results),
     }

@@ -23,7 +23,7 @@ COLUMNS = [
     "model", "method", "method_label", "target_ratio", "recovery",
     "achieved_decoder_ratio", "achieved_total_ratio", "attention_removed", "mlp_removed",
     "decoder_params", "total_params",
-    "kind", "dataset", "seqlen", "task", "metric", "batch_size", "prompt_length",
+    "kind", "dataset", "seqlen", "task", "metric", "batch_size", "prompt_length", "engine",
     "value", "stderr", "p10", "p90", "n", "shape", "device", "dtype", "versions",
 ]  # fmt: skip
 #: Summary columns of :func:`prunebench.report.findings.shape_speedups`' columns.
@@ -41,8 +41,38 @@ SUMMARY_SPEED_COLUMNS = {
     "shape_measurements": "speedup_shapes_pooled",
 }
 #: Speed-up metrics measured side by side with the dense model, and their pooled form per plan shape.
-MEASURED = ("measured_prefill", "measured_decode")
 POOLED = {"measured_prefill": "pooled_prefill", "measured_decode": "pooled_decode"}
+
+
+# Per measured cell of the pruned model: times (median, p10, p90), compile time, roofline fractions.
+LATENCY_METRICS = (
+    "prefill_tokens_per_s",
+    "decode_tokens_per_s",
+    "prefill_median_s",
+    "prefill_p10_s",
+    "prefill_p90_s",
+    "decode_median_s_per_token",
+    "decode_p10_s_per_token",
+    "decode_p90_s_per_token",
+    "compile_s",
+    "prefill_fraction_of_peak_flops",
+    "decode_fraction_of_peak_bandwidth",
+)
+# Per cell: measured speed-up over the dense model (ratio of medians, paired p10/p90) and the ideal ones.
+SPEEDUP_METRICS = (
+    "measured_prefill",
+    "measured_decode",
+    "measured_prefill_paired_p10",
+    "measured_prefill_paired_p90",
+    "measured_decode_paired_p10",
+    "measured_decode_paired_p90",
+    "ideal_prefill",
+    "ideal_decode",
+    "ideal_prefill_flops",
+    "ideal_decode_flops",
+    "ideal_decode_bytes",
+    "ideal_weight_bytes",
+)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -151,33 +181,26 @@ def _latency_rows(directory: Path) -> list[dict[str, Any]]:
     for m in result.get("measurements", []):
         if m.get("model") != "model":
             continue
-        for metric in (
-            "prefill_tokens_per_s",
-            "decode_tokens_per_s",
-            "prefill_median_s",
-            "decode_median_s_per_token",
-        ):
-            ok = m["status"] == "ok"
-            value = m.get(metric) if ok else None
+        cell = {"batch_size": m["batch_size"], "prompt_length": m["prompt_length"],
+                "engine": m.get("engine", "eager"), "versions": versions}  # fmt: skip
+        ok = m["status"] == "ok"
+        for metric in LATENCY_METRICS:
             spread = _LATENCY_SPREAD.get(metric)
             p10, p90 = (m.get(spread[0]), m.get(spread[1])) if ok and spread else (None, None)
             rows.append(
-                {"kind": "latency", "metric": metric, "value": value, "p10": p10, "p90": p90,
-                 "batch_size": m["batch_size"], "prompt_length": m["prompt_length"], "n": m.get("repeats"),
-                 "versions": versions}
+                {"kind": "latency", "metric": metric, "value": m.get(metric) if ok else None, "p10": p10,
+                 "p90": p90, "n": m.get("repeats"), **cell}
             )  # fmt: skip
-    paired = paired_speedups(result)
     for s in result.get("speedups", []):
-        cell = (s["batch_size"], s["prompt_length"])
-        for metric in (*MEASURED, "ideal_prefill_flops", "ideal_decode_flops", "ideal_weight_bytes"):
+        cell = {"batch_size": s["batch_size"], "prompt_length": s["prompt_length"],
+                "engine": s.get("engine", "eager"), "versions": versions}  # fmt: skip
+        for metric in SPEEDUP_METRICS:
             if metric in s:
-                ratios = paired.get((metric, *cell))
-                p10, p90 = np.percentile(ratios, [10, 90]) if ratios else (None, None)
+                # a measured speed-up carries the p10 / p90 of its per-round paired ratios
+                p10, p90 = s.get(f"{metric}_paired_p10"), s.get(f"{metric}_paired_p90")
                 rows.append(
-                    {"kind": "speedup", "metric": metric, "value": s[metric], "p10": p10, "p90": p90,
-                     "n": len(ratios) if ratios else None, "batch_size": s["batch_size"],
-                     "prompt_length": s["prompt_length"], "versions": versions}
-                )  # fmt: skip
+                    {"kind": "speedup", "metric": metric, "value": s[metric], "p10": p10, "p90": p90, **cell}
+                )
     return rows
 
 
@@ -188,13 +211,14 @@ _LATENCY_SPREAD = {
 }
 
 
-def paired_speedups(latency: dict[str, Any]) -> dict[tuple[str, int, int], list[float]]:
+def paired_speedups(latency: dict[str, Any]) -> dict[tuple[str, str, int, int], list[float]]:
     """Per-repeat speed-ups (dense time / pruned time, the two timed in the same round) of a latency
-    result: ``{(measured_prefill | measured_decode, batch size, prompt length): [ratio, ...]}``."""
-    by_cell: dict[tuple[int, int], dict[str, dict]] = {}
+    result: ``{(measured_prefill | measured_decode, engine, batch size, prompt length): [ratio, ...]}``."""
+    by_cell: dict[tuple[str, int, int], dict[str, dict]] = {}
     for m in latency.get("measurements", []):
         if m["status"] == "ok":
-            by_cell.setdefault((m["batch_size"], m["prompt_length"]), {})[m["model"]] = m
+            cell = (m.get("engine", "eager"), m["batch_size"], m["prompt_length"])
+            by_cell.setdefault(cell, {})[m["model"]] = m
     out = {}
     for cell, pair in by_cell.items():
         if {"model", "base"} <= set(pair):
@@ -209,22 +233,23 @@ def paired_speedups(latency: dict[str, Any]) -> dict[tuple[str, int, int], list[
 
 
 def _pooled_rows(variant_latency: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Speed-ups pooled over every measurement of the same model and plan shape: the median, p10 and
-    p90 of all their per-repeat paired ratios, ``n`` = how many measurements were pooled. One row per
-    pruned variant (recovery none), so that each variant reads its shape's pooled speed-up."""
+    """Speed-ups pooled over every measurement of the same model, plan shape and engine: the median,
+    p10 and p90 of all their per-repeat paired ratios, ``n`` = how many measurements were pooled. One
+    row per pruned variant (recovery none), so that each variant reads its shape's pooled speed-up."""
     pools: dict[tuple, list[list[float]]] = {}
     for identity, result in variant_latency:
-        for (metric, batch, prompt), ratios in paired_speedups(result).items():
-            pools.setdefault((identity["model"], identity["shape"], metric, batch, prompt), []).append(ratios)
+        for key, ratios in paired_speedups(result).items():
+            pools.setdefault((identity["model"], identity["shape"], *key), []).append(ratios)
     rows = []
     for identity, result in variant_latency:
-        for metric, batch, prompt in paired_speedups(result):
-            runs = pools[(identity["model"], identity["shape"], metric, batch, prompt)]
+        for metric, engine, batch, prompt in paired_speedups(result):
+            runs = pools[(identity["model"], identity["shape"], metric, engine, batch, prompt)]
             ratios = np.concatenate(runs)
             p10, median, p90 = np.percentile(ratios, [10, 50, 90])
             rows.append(
                 identity | {"kind": "speedup", "metric": POOLED[metric], "value": float(median), "p10": p10,
-                            "p90": p90, "n": len(runs), "batch_size": batch, "prompt_length": prompt}
+                            "p90": p90, "n": len(runs), "batch_size": batch, "prompt_length": prompt,
+                            "engine": engine}
             )  # fmt: skip
     return rows
 
