@@ -12,6 +12,7 @@ from prunebench.commands.common import (
     encoding_of,
     parse_params,
 )
+from prunebench.models.streaming import parse_bytes
 from prunebench.steps import score_model
 
 NAME = "score"
@@ -45,6 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="directory for the scores: new, empty, or earlier scores (replaced)"
     )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="read the weights one decoder layer at a time from the model directory (same scores, "
+        "memory of one layer); `prunebench methods` says which methods can",
+    )
+    parser.add_argument(
+        "--device-budget",
+        metavar="SIZE",
+        help="with --stream: device memory for one layer plus the calibration states kept there, "
+        "e.g. 40GiB (the rest wait in CPU memory)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         dtype=dtype_of(args),
         device=device_of(args),
         encoding=encoding_of(args),
+        stream=args.stream,
+        device_budget=None
+        if args.device_budget is None
+        else parse_bytes(args.device_budget, "--device-budget"),
     )
     print(f"scores written to {args.out}")
     return 0

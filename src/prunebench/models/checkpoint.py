@@ -142,7 +142,6 @@ def load_pretrained(
     """
     check_device(str(device))
     model_class = _model_class(name_or_path)
-    path = Path(name_or_path)
     try:
         model = model_class.from_pretrained(str(name_or_path), dtype=dtype, use_safetensors=True)
     except (RuntimeError, ValueError, OSError) as exc:
@@ -150,8 +149,14 @@ def load_pretrained(
     get_adapter(model)
     check_finite_weights(model, str(name_or_path))
     model.to(device).eval()
+    return model, load_tokenizer(name_or_path)
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase | None:
+    """The tokenizer of a model directory or Hub id; ``None`` for a directory that holds none."""
+    path = Path(name_or_path)
     has_tokenizer = not path.exists() or any((path / f).exists() for f in _TOKENIZER_FILES)
-    return model, _load_tokenizer(name_or_path) if has_tokenizer else None
+    return _load_tokenizer(name_or_path) if has_tokenizer else None
 
 
 def _load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
