@@ -67,10 +67,10 @@ def test_streamed_scores_and_plans_equal_the_resident_ones(tmp_path, family, nam
     assert str(first.compensation) == str(second.compensation)
 
 
-@pytest.mark.parametrize("family", ["llama3", "qwen2"])
-def test_a_budget_that_spills_states_keeps_the_scores(tmp_path, family):
+@pytest.mark.parametrize(("family", "name"), [("llama3", "flap"), ("qwen2", "flap"), ("llama", "shortgpt")])
+def test_a_budget_that_spills_states_keeps_the_scores(tmp_path, family, name):
     path = _saved(tmp_path, family)
-    method = get_method("flap")
+    method = get_method(name)
     config = method.config({"nsamples": 8, "seqlen": 12, "batch_size": 2})
     calibration = _calibration(8, 12)
     layers = SafetensorsLayers(path)
@@ -79,7 +79,8 @@ def test_a_budget_that_spills_states_keeps_the_scores(tmp_path, family):
     bounded = StreamingRunner(layers, "cpu", budget_bytes=unbounded.largest_layer + 2 * state)
     free = method.score_layers(unbounded, calibration, config)
     tight = method.score_layers(bounded, calibration, config)
-    assert bounded.record.batches == 4 and bounded.record.batches_spilled == 2
+    # ShortGPT compares each layer's input with its output: half the room holds the inputs.
+    assert bounded.record.batches == 4 and bounded.record.batches_spilled == (3 if name == "shortgpt" else 2)
     assert unbounded.record.batches_spilled == 0
     for key, tensor in free.tensors.items():
         assert torch.equal(tensor, tight.tensors[key]), key

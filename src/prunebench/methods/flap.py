@@ -243,13 +243,14 @@ class Flap(Method):
                 attach(module.mlp.down_proj, stats[layer, "mlp"]),
             ]
 
-        def metrics(layer: int, module: torch.nn.Module) -> None:
+        def attn_metric(layer: int, module: torch.nn.Module) -> None:
             attn[layer] = channel_metric(config.metric, stats[layer, "attn"], module.self_attn.o_proj.weight)
+
+        def mlp_metric(layer: int, module: torch.nn.Module) -> None:
             mlp[layer] = channel_metric(config.metric, stats[layer, "mlp"], module.mlp.down_proj.weight)
 
-        runner.run(
-            calibration, config.batch_size, LayerProbe(attach=hooks, finish=metrics), "flap calibration"
-        )
+        probe = LayerProbe(attach=hooks, finish_attention=attn_metric, finish=mlp_metric)
+        runner.run(calibration, config.batch_size, probe, "flap calibration")
         tensors = {
             "attn_score": torch.stack(attn).pow(2),
             "mlp_score": torch.stack(mlp),

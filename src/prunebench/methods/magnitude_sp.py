@@ -34,7 +34,7 @@ from prunebench.methods.cfsp import top_indices
 from prunebench.methods.width_budget import check_budget, uniform_counts
 from prunebench.models import get_adapter
 from prunebench.models.counting import plan_decoder_ratio
-from prunebench.models.streaming import ResidentRunner, Runner
+from prunebench.models.streaming import LayerProbe, ResidentRunner, Runner
 from prunebench.plan import LayerPlan, PruningPlan
 
 
@@ -95,12 +95,16 @@ class MagnitudeSp(Method):
         groups = torch.empty(adapter.num_layers, adapter.num_kv_heads)
         channels = torch.empty(adapter.num_layers, adapter.intermediate_size)
 
-        def norms(i: int, layer: torch.nn.Module) -> None:
+        def group_norms(i: int, layer: torch.nn.Module) -> None:
             groups[i] = group_scores(layer.self_attn.o_proj.weight, adapter.num_kv_heads).cpu()
+
+        def channel_norms(i: int, layer: torch.nn.Module) -> None:
             channels[i] = channel_scores(layer.mlp.down_proj.weight).cpu()
 
         with torch.no_grad():
-            runner.scan(norms, "magnitude-sp weights")
+            runner.scan(
+                LayerProbe(finish_attention=group_norms, finish=channel_norms), "magnitude-sp weights"
+            )
         meta = {
             "method": "magnitude-sp",
             "keys": {

@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +47,12 @@ from prunebench.models.integrity import (
 )
 
 LayerHooks = Callable[[int, nn.Module], list[RemovableHandle]]
+#: The modules of a decoder layer by sublayer (``None``: the whole layer).
+PARTS = {
+    "attention": ("input_layernorm", "self_attn"),
+    "mlp": ("post_attention_layernorm", "mlp"),
+    None: ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"),
+}
 
 
 def _no_hooks(_index: int, _layer: nn.Module) -> list[RemovableHandle]:
@@ -65,14 +71,18 @@ class LayerProbe:
       ``o_proj``, say), returned so that the runner removes them.
     - ``on_output(index, inputs, outputs)``: the residual stream entering and leaving the layer,
       ``[batch, seqlen, hidden]`` each, once per calibration batch in batch order.
-    - ``finish(index, layer)``: called once the layer has seen every batch, while its weights are
-      still resident (weight-based metrics).
+    - ``finish_attention(index, layer)``: called once the layer's attention sublayer has seen every
+      batch, with the attention weights resident (weight-based metrics of the attention).
+    - ``finish(index, layer)``: called once the layer has seen every batch, with the MLP weights
+      resident; a source that streams sublayers (:class:`SafetensorsLayers`) has already released the
+      attention weights by then.
     - ``carry(index, layer)``: when given, the module whose outputs go on to the next layer instead of
       the layer's own (Wanda-sp's sequential pass: the pruned layer). Streaming runner only.
     """
 
     attach: LayerHooks = _no_hooks
     on_output: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
+    finish_attention: Callable[[int, nn.Module], None] = _nothing
     finish: Callable[[int, nn.Module], None] = _nothing
     carry: Callable[[int, nn.Module], nn.Module] | None = None
 
@@ -95,7 +105,7 @@ class Runner(Protocol):
 
     def run(self, calibration: torch.Tensor, batch_size: int, probe: LayerProbe, desc: str) -> None: ...
 
-    def scan(self, finish: Callable[[int, nn.Module], None], desc: str) -> None: ...
+    def scan(self, probe: LayerProbe, desc: str) -> None: ...
 
 
 class ResidentRunner:
@@ -127,13 +137,15 @@ class ResidentRunner:
             for handle in handles:
                 handle.remove()
         for index, layer in enumerate(layers):
+            probe.finish_attention(index, layer)
             probe.finish(index, layer)
 
-    def scan(self, finish: Callable[[int, nn.Module], None], desc: str) -> None:
-        """``finish(index, layer)`` on every decoder layer (weight-only statistics)."""
+    def scan(self, probe: LayerProbe, desc: str) -> None:
+        """The probe's ``finish_attention`` and ``finish`` on every decoder layer (weight-only statistics)."""
         layers = get_adapter(self.model).layers
         for index in progress(range(len(layers)), desc, unit="layer"):
-            finish(index, layers[index])
+            probe.finish_attention(index, layers[index])
+            probe.finish(index, layers[index])
 
 
 def _io_hook(index: int, on_output: Callable[[int, torch.Tensor, torch.Tensor], None]):
@@ -148,17 +160,19 @@ class LayerSource(Protocol):
 
     #: The model's modules for shapes and the family (weights may be on the meta device).
     model: nn.Module
+    #: Whether :meth:`load` can bring one sublayer (``"attention"`` or ``"mlp"``) at a time.
+    sublayers: bool
 
     def layer_inputs(self, input_ids: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, dict]:
         """The hidden state entering layer 0 and the keyword arguments every layer gets, for one batch."""
         ...
 
-    def load(self, index: int, device: torch.device) -> nn.Module:
-        """Decoder layer ``index`` with its weights on ``device``."""
+    def load(self, index: int, device: torch.device, part: str | None = None) -> nn.Module:
+        """Decoder layer ``index`` with its weights (only ``part``'s, when given) on ``device``."""
         ...
 
-    def release(self, index: int, layer: nn.Module) -> None:
-        """Give back the memory of a layer returned by :meth:`load`."""
+    def release(self, index: int, layer: nn.Module, part: str | None = None) -> None:
+        """Give back the memory of what :meth:`load` brought."""
         ...
 
     def layer_bytes(self, index: int) -> int:
@@ -199,6 +213,8 @@ def _param_bytes(module: nn.Module, dtype: torch.dtype | None = None) -> int:
 class ResidentLayers:
     """A loaded model's layers (typically on the CPU), moved to the compute device one at a time."""
 
+    sublayers = False
+
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self._adapter = get_adapter(model)
@@ -210,10 +226,10 @@ class ResidentLayers:
         )
         return hidden.to(device), _to_device(kwargs, device)
 
-    def load(self, index: int, device: torch.device) -> nn.Module:
+    def load(self, index: int, device: torch.device, part: str | None = None) -> nn.Module:
         return self._adapter.layers[index].to(device)
 
-    def release(self, index: int, layer: nn.Module) -> None:
+    def release(self, index: int, layer: nn.Module, part: str | None = None) -> None:
         layer.to(self._home)
 
     def layer_bytes(self, index: int) -> int:
@@ -251,8 +267,11 @@ class SafetensorsLayers:
     Each tensor is read with its own ``safe_open`` (the file mapping is closed again at once, so no
     mapped pages of other tensors stay resident), cast to ``dtype`` as ``from_pretrained`` casts it, and
     checked finite (a NaN or inf is a ``PrunebenchError`` naming the tensor). ``model`` is the skeleton
-    (meta device) the layers are built from.
+    (meta device) the layers are built from. A layer can come one sublayer at a time (:data:`PARTS`),
+    so that at most the larger of its two sublayers (the MLP: two thirds of a Llama layer) is resident.
     """
+
+    sublayers = True
 
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
         from prunebench.models.checkpoint import load_skeleton
@@ -298,15 +317,18 @@ class SafetensorsLayers:
         finally:
             decoder.embed_tokens, decoder.rotary_emb = embed, rotary
 
-    def load(self, index: int, device: torch.device) -> nn.Module:
+    def load(self, index: int, device: torch.device, part: str | None = None) -> nn.Module:
         layer = self._adapter.layers[index]
-        prefix = f"model.layers.{index}."
-        state = {name: self.read(prefix + name).to(device) for name, _ in layer.named_parameters()}
-        layer.load_state_dict(state, assign=True, strict=True)
+        for module in PARTS.get(part, PARTS[None]):
+            prefix = f"model.layers.{index}.{module}."
+            sub = layer.get_submodule(module)
+            state = {name: self.read(prefix + name).to(device) for name, _ in sub.named_parameters()}
+            sub.load_state_dict(state, assign=True, strict=True)
         return layer
 
-    def release(self, index: int, layer: nn.Module) -> None:
-        layer.to("meta")
+    def release(self, index: int, layer: nn.Module, part: str | None = None) -> None:
+        for module in PARTS.get(part, PARTS[None]):
+            layer.get_submodule(module).to("meta")
 
     def layer_bytes(self, index: int) -> int:
         return _param_bytes(self._adapter.layers[index], self.dtype)
@@ -348,25 +370,20 @@ def _tensor_files(path: Path) -> dict[str, Path]:
         return {name: files[0] for name in handle.keys()}  # noqa: SIM118 (safe_open is no dict)
 
 
-@dataclass
 class HiddenStates:
-    """The residual stream of every calibration batch, on the device up to ``room`` bytes and in CPU
-    memory (pinned on CUDA) beyond; which batch lives where is fixed once, by batch order."""
+    """One residual-stream tensor per calibration batch, on the device up to ``room`` bytes and in CPU
+    memory (pinned on CUDA) beyond; which batch lives where is fixed once, in batch order, from the
+    batches' sizes (every layer's states have the same shapes)."""
 
-    device: torch.device
-    room: int | None
-    states: list[torch.Tensor] = field(default_factory=list)
-    on_device: list[bool] = field(default_factory=list)
-
-    def fill(self, states: list[torch.Tensor]) -> None:
+    def __init__(self, device: torch.device, room: int | None, sizes: Sequence[int]) -> None:
+        self.device = device
+        self.on_device: list[bool] = []
         used = 0
-        for hidden in states:
-            size = hidden.numel() * hidden.element_size()
-            keep = self.room is None or used + size <= self.room
+        for size in sizes:
+            keep = room is None or used + size <= room
             used += size if keep else 0
             self.on_device.append(keep)
-            self.states.append(hidden)
-            self[len(self.states) - 1] = hidden
+        self.states: list[torch.Tensor | None] = [None] * len(sizes)
 
     def __len__(self) -> int:
         return len(self.states)
@@ -444,47 +461,110 @@ class StreamingRunner:
             )
 
     def run(self, calibration: torch.Tensor, batch_size: int, probe: LayerProbe, desc: str) -> None:
-        """Every layer in turn over all batches of ``calibration`` (``[nsamples, seqlen]`` token ids)."""
+        """Every layer in turn over all batches of ``calibration`` (``[nsamples, seqlen]`` token ids).
+
+        With a source that loads sublayers and a probe that does not replace the outputs, each layer
+        runs as its two sublayers, exactly as its own forward does (``h + attn(norm(h))``, then
+        ``h + mlp(norm(h))``), with one sublayer's weights resident at a time.
+        """
         dtype = next(iter(self._dtypes()))
         self.check_batch(min(batch_size, calibration.shape[0]), calibration.shape[1], dtype)
+        split = self.source.sublayers and probe.carry is None
         with torch.no_grad(), self._device_peak():
             batches = calibration.split(batch_size)
             calls = [self.source.layer_inputs(batch, self.device) for batch in batches]
             kwargs = [call[1] for call in calls]
+            sizes = [call[0].numel() * call[0].element_size() for call in calls]
             room = None if self.budget is None else self.budget - self.largest_layer
-            states = HiddenStates(self.device, room)
-            states.fill([call[0] for call in calls])
+            keep_inputs = split and probe.on_output is not None
+            if keep_inputs and room is not None:
+                room //= 2  # the states entering the layer wait beside those after its attention
+            states = HiddenStates(self.device, room, sizes)
+            for b, call in enumerate(calls):
+                states[b] = call[0]
             del calls
+            entering = HiddenStates(self.device, room, sizes) if keep_inputs else None
             self.record.batches, self.record.batches_spilled = len(states), states.spilled()
+            step = self._sublayers if split else self._layer
             for index in progress(range(self.adapter.num_layers), desc, unit="layer"):
-                layer = self.source.load(index, self.device)
-                handles = probe.attach(index, layer)
-                try:
-                    for b in range(len(states)):
-                        hidden = states[b]
-                        out = hidden_of(layer(hidden, **kwargs[b]))
-                        if probe.on_output is not None:
-                            probe.on_output(index, hidden, out)
-                        if probe.carry is None:
-                            states[b] = out
-                finally:
-                    for handle in handles:
-                        handle.remove()
-                probe.finish(index, layer)
-                if probe.carry is not None:
-                    carried = probe.carry(index, layer)
-                    for b in range(len(states)):
-                        states[b] = hidden_of(carried(states[b], **kwargs[b]))
-                    del carried
-                self.source.release(index, layer)
+                step(index, states, entering, kwargs, probe)
 
-    def scan(self, finish: Callable[[int, nn.Module], None], desc: str) -> None:
-        """``finish(index, layer)`` on every layer, loaded one at a time (weight-only statistics)."""
+    def _layer(
+        self, index: int, states: HiddenStates, _entering: None, kwargs: list[dict], probe: LayerProbe
+    ) -> None:
+        """Layer ``index`` whole: its forward over every batch, then the probe's carry, if any."""
+        layer = self.source.load(index, self.device)
+        handles = probe.attach(index, layer)
+        try:
+            for b in range(len(states)):
+                hidden = states[b]
+                out = hidden_of(layer(hidden, **kwargs[b]))
+                if probe.on_output is not None:
+                    probe.on_output(index, hidden, out)
+                if probe.carry is None:
+                    states[b] = out
+        finally:
+            for handle in handles:
+                handle.remove()
+        probe.finish_attention(index, layer)
+        probe.finish(index, layer)
+        if probe.carry is not None:
+            carried = probe.carry(index, layer)
+            for b in range(len(states)):
+                states[b] = hidden_of(carried(states[b], **kwargs[b]))
+            del carried
+        self.source.release(index, layer)
+
+    def _sublayers(
+        self,
+        index: int,
+        states: HiddenStates,
+        entering: HiddenStates | None,
+        kwargs: list[dict],
+        probe: LayerProbe,
+    ) -> None:
+        """Layer ``index`` as attention then MLP sublayer, one sublayer's weights resident at a time."""
+        layer = self.source.load(index, self.device, "attention")
+        handles = probe.attach(index, layer)
+        try:
+            for b in range(len(states)):
+                hidden = states[b]
+                if entering is not None:
+                    entering[b] = hidden
+                attention = layer.self_attn(hidden_states=layer.input_layernorm(hidden), **kwargs[b])[0]
+                states[b] = hidden + attention
+            probe.finish_attention(index, layer)
+            self.source.release(index, layer, "attention")
+            self.source.load(index, self.device, "mlp")
+            for b in range(len(states)):
+                hidden = states[b]
+                out = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+                if entering is not None:
+                    probe.on_output(index, entering[b], out)
+                states[b] = out
+        finally:
+            for handle in handles:
+                handle.remove()
+        probe.finish(index, layer)
+        self.source.release(index, layer, "mlp")
+
+    def scan(self, probe: LayerProbe, desc: str) -> None:
+        """The probe's ``finish_attention`` and ``finish`` on every layer, loaded a sublayer (or a layer)
+        at a time (weight-only statistics)."""
         with torch.no_grad(), self._device_peak():
             for index in progress(range(self.adapter.num_layers), desc, unit="layer"):
-                layer = self.source.load(index, self.device)
-                finish(index, layer)
-                self.source.release(index, layer)
+                if self.source.sublayers:
+                    layer = self.source.load(index, self.device, "attention")
+                    probe.finish_attention(index, layer)
+                    self.source.release(index, layer, "attention")
+                    self.source.load(index, self.device, "mlp")
+                    probe.finish(index, layer)
+                    self.source.release(index, layer, "mlp")
+                else:
+                    layer = self.source.load(index, self.device)
+                    probe.finish_attention(index, layer)
+                    probe.finish(index, layer)
+                    self.source.release(index, layer)
 
     def _dtypes(self) -> Iterator[torch.dtype]:
         dtype = getattr(self.source, "dtype", None)
