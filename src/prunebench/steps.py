@@ -25,7 +25,7 @@ from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pre
 from prunebench.models.checkpoint import PRUNED_CHECKPOINT, load_skeleton, load_tokenizer
 from prunebench.models.context import check_context
 from prunebench.models.counting import decoder_params, part_params, total_params
-from prunebench.models.device import check_device
+from prunebench.models.device import check_device, check_gpus
 from prunebench.models.integrity import check_fingerprint, check_shapes, dense_shapes, fingerprint
 from prunebench.models.streaming import SafetensorsLayers, StreamingRunner
 from prunebench.plan import PruningPlan
@@ -70,6 +70,8 @@ def score_model(
     encoding: str = DEFAULT_ENCODING,
     stream: bool = False,
     device_budget: int | None = None,
+    gpus: int = 1,
+    gpu_memory: int | None = None,
 ) -> Scores:
     """Score ``model_path`` with a method and save the scores with the calibration samples they used.
 
@@ -80,6 +82,7 @@ def score_model(
     plus the calibration states kept there; the rest wait in CPU memory). The scores' metadata records
     both and the device's peak (``streaming``). A method that cannot stream, a model that is no local
     directory, or a budget below one layer is a ``PrunebenchError`` before the weights are read.
+    ``gpus > 1`` (with ``gpu_memory`` bytes at most on each) splits a resident model over CUDA devices.
 
     ``out_dir`` must be absent, empty or an earlier scores directory (checked before the model is
     loaded; ``PrunebenchError`` otherwise).
@@ -103,6 +106,9 @@ def score_model(
         raise PrunebenchError(f"method {method_name} cannot stream layers: {method.no_streaming}")
     if stream and not Path(model_path).is_dir():
         raise PrunebenchError(f"streaming reads a local model directory; {model_path} is none")
+    if stream and gpus > 1:
+        raise PrunebenchError("a streamed pass runs on one device: give --stream or --gpus N, not both")
+    check_gpus(device, gpus)
     skeleton = load_skeleton(model_path)
     method.check_model(skeleton, config)
     samples = source = None
@@ -120,7 +126,9 @@ def score_model(
         runner = StreamingRunner(layers, device, device_budget)
         model, tokenizer = layers.model, load_tokenizer(model_path)
     else:
-        model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+        model, tokenizer = load_pretrained(
+            model_path, dtype=dtype, device=device, gpus=gpus, gpu_memory=gpu_memory
+        )
     if method.uses_calibration and samples is None:
         samples = _method_calibration(method, tokenizer, source, config, model_path, encoding)
     with measure_cost("score", device=device) as cost:
@@ -191,8 +199,12 @@ def prune_model(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     encoding: str = DEFAULT_ENCODING,
+    gpus: int = 1,
+    gpu_memory: int | None = None,
 ) -> PruningPlan:
     """Select a plan for ``ratio`` from saved scores (or score first) and write the pruned checkpoint.
+
+    ``gpus > 1`` (with ``gpu_memory`` bytes at most on each) splits the model over CUDA devices.
 
     ``out_dir`` must be absent, empty or an earlier pruned checkpoint. Before the weights are loaded:
     the device, the output, the family, the ratio (in range, reachable, leaving a decoder sublayer),
@@ -207,8 +219,10 @@ def prune_model(
     skeleton = load_skeleton(model_path)
     method.check_model(skeleton, config)
     method.check_ratio(skeleton, ratio, config)
+    check_gpus(device, gpus)
+    split = {"gpus": gpus, "gpu_memory": gpu_memory}
     if ratio == 0:
-        model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+        model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device, **split)
         plan = PruningPlan(model_path, method_name, config.to_dict(), 0.0, layers={})
         plan.notes["ratio 0"] = "nothing removed: no scores were computed or read"
         return write_pruned(model, tokenizer, plan, out_dir)
@@ -224,7 +238,7 @@ def prune_model(
     elif method.uses_calibration:
         check_context(skeleton, config.seqlen, "calibration seqlen")
         check_text_source(calib or config.calib_dataset, "train", encoding)
-    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device, **split)
     if scores is not None:
         check_fingerprint(scores.meta.get("base_fingerprint"), model, what)
     elif not method.uses_calibration:

@@ -112,7 +112,14 @@ def ratio_value(wildcards):
 
 
 def gpu_count(wildcards):
-    return 1 if model_spec(wildcards)["device"].startswith("cuda") else 0
+    """GPUs a job on this model requests (Snakemake's resource ``gpu``, which Slurm gets too)."""
+    spec = model_spec(wildcards)
+    return spec["gpus"] if spec["device"].startswith("cuda") else 0
+
+
+def one_gpu(wildcards):
+    """GPUs of a job that times the model on one device (latency): 1 on CUDA, whatever ``gpus`` says."""
+    return min(gpu_count(wildcards), 1)
 
 
 def registered_method(name):

@@ -78,7 +78,7 @@ rule eval_latency:
         spec=model_spec,
     threads: 1024
     resources:
-        gpu=gpu_count,
+        gpu=one_gpu,
     conda:
         "../../envs/prunebench.yaml"
     script:

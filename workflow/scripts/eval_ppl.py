@@ -1,7 +1,7 @@
 """Perplexity of one model variant on one data set and window length (rule eval_ppl)."""
 
 from prunebench.cli import main
-from prunebench.study.script import logged
+from prunebench.study.script import device_argv, logged
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -9,7 +9,7 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     argv = ["eval", "ppl", "--model", sm.params.model, "--out", sm.output[0]]
     argv += ["--text", ppl["datasets"][sm.wildcards.dataset], "--split", ppl["split"]]
     argv += ["--seqlen", sm.wildcards.seqlen, "--batch-size", str(ppl["batch_size"])]
-    argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
+    argv += device_argv(sm.params.spec)
     argv += ["--encoding", sm.params.encoding]
     if ppl["bos"]:
         argv.append("--bos")

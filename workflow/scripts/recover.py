@@ -1,7 +1,7 @@
 """Recover a pruned model under the study's budget (rule recover)."""
 
 from prunebench.cli import main
-from prunebench.study.script import logged, params_argv
+from prunebench.study.script import device_argv, logged, params_argv
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -25,4 +25,4 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     if sm.input.scores:
         argv += ["--scores", sm.input.scores]
     argv += [*params_argv(spec["params"]), "--encoding", sm.params.encoding]
-    raise SystemExit(main([*argv, "--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]))
+    raise SystemExit(main([*argv, *device_argv(sm.params.spec)]))

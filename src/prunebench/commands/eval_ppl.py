@@ -6,10 +6,12 @@ import argparse
 
 from prunebench.commands.common import (
     add_encoding_argument,
+    add_gpus_arguments,
     add_model_arguments,
     device_of,
     dtype_of,
     encoding_of,
+    gpus_of,
 )
 from prunebench.data import load_text
 from prunebench.errors import PrunebenchError
@@ -25,6 +27,7 @@ RESULT = OutputKind("perplexity result", ("ppl", "tokens", "seqlen"), directory=
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_gpus_arguments(parser)
     parser.add_argument(
         "--text", required=True, help="a text file, a directory of splits, or wikitext2, c4, ptb"
     )
@@ -41,11 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     device = device_of(args)
+    spread = gpus_of(args)
     check_options(args.seqlen, args.batch_size, args.max_windows)
     check_output(args.out, RESULT)
     check_seqlen(args.model, args.seqlen)
     text = load_text(args.text, args.split, encoding_of(args))
-    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device)
+    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device, **spread)
     if tokenizer is None:
         raise PrunebenchError(f"{args.model} has no tokenizer")
     result = perplexity(

@@ -6,10 +6,12 @@ import argparse
 
 from prunebench.commands.common import (
     add_encoding_argument,
+    add_gpus_arguments,
     add_model_arguments,
     device_of,
     dtype_of,
     encoding_of,
+    gpus_of,
     parse_params,
 )
 from prunebench.recovery import Budget, RecoveryConfig, available_variants, recover
@@ -36,6 +38,7 @@ CONFIG_FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_gpus_arguments(parser)
     parser.add_argument("--variant", required=True, help=f"one of: {', '.join(available_variants())}")
     parser.add_argument(
         "--data",
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         lora_data=args.lora_data,
         checkpoint_dir=args.checkpoint_dir,
         device=device_of(args),
+        **gpus_of(args),
         dtype=dtype_of(args),
         encoding=encoding_of(args),
         show_progress=not args.no_progress,

@@ -6,10 +6,12 @@ import argparse
 
 from prunebench.commands.common import (
     add_encoding_argument,
+    add_gpus_arguments,
     add_model_arguments,
     device_of,
     dtype_of,
     encoding_of,
+    gpus_of,
     parse_params,
 )
 from prunebench.models.streaming import parse_bytes
@@ -42,6 +44,7 @@ def method_params(args: argparse.Namespace) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_gpus_arguments(parser)
     add_method_arguments(parser)
     parser.add_argument(
         "--out", required=True, help="directory for the scores: new, empty, or earlier scores (replaced)"
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         params=method_params(args),
         dtype=dtype_of(args),
         device=device_of(args),
+        **gpus_of(args),
         encoding=encoding_of(args),
         stream=args.stream,
         device_budget=None

@@ -25,7 +25,7 @@ from prunebench.files import DEFAULT_ENCODING
 from prunebench.io import OutputKind, atomic_directory, check_output
 from prunebench.models import load_pretrained, save_pretrained
 from prunebench.models.context import check_context
-from prunebench.models.device import check_device
+from prunebench.models.device import check_device, check_gpus
 from prunebench.plan import PruningPlan
 from prunebench.recovery.config import Budget, RecoveryConfig
 from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
@@ -108,8 +108,13 @@ def recover(
     dtype: torch.dtype = torch.float32,
     show_progress: bool = True,
     encoding: str = DEFAULT_ENCODING,
+    gpus: int = 1,
+    gpu_memory: int | None = None,
 ) -> dict:
     """Recover a pruned model; returns the summary (also written to ``out_dir/summary.json``).
+
+    ``gpus > 1`` (with ``gpu_memory`` bytes at most on each) trains the model split over CUDA devices
+    (accelerate ``device_map="auto"``; batches enter on the first).
 
     ``data`` feeds every phase except that ``lora_data`` (default: ``data``) feeds LoRA phases (e.g.
     C4 for CPT, Alpaca for LoRA); local data files are read as ``encoding``. ``checkpoint_dir`` (default ``out_dir/resume``) holds the resumable
@@ -134,7 +139,10 @@ def recover(
     check_context(model_dir, config.seqlen, "recovery seqlen")
     dev = torch.device(check_device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    model, tokenizer = load_pretrained(model_dir, dtype=dtype, device=str(dev))
+    check_gpus(str(dev), gpus)
+    model, tokenizer = load_pretrained(
+        model_dir, dtype=dtype, device=str(dev), gpus=gpus, gpu_memory=gpu_memory
+    )
     if tokenizer is None:
         raise PrunebenchError(f"{model_dir!r} has no tokenizer: recovery needs one to read its data")
     if "lora" in spec.phases:
