@@ -57,18 +57,25 @@ def bench_spill(
     full = (2 * runner.num_layers + 1) * state + (
         0 if memo == 0 else 2 * 2 * runner.num_layers * (runner.num_layers - 1) * state // memo
     )
-    free, free_s = _timed(
-        lambda: greedy_search(model, batches, criterion, candidates, steps, name, cache_gb, 0.0)
-    )
-    bounded, bounded_s = _timed(
-        lambda: greedy_search(model, batches, criterion, candidates, steps, name, cache_gb, device_gb)
-    )
+    peaks = []
+
+    def run(device_cache_gb: float):
+        if model.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(model.device)
+        result = greedy_search(model, batches, criterion, candidates, steps, name, cache_gb, device_cache_gb)
+        if model.device.type == "cuda":
+            peaks.append(f"{torch.cuda.max_memory_allocated(model.device) / 2**30:.2f} GiB")
+        return result
+
+    free, free_s = _timed(lambda: run(0.0))
+    bounded, bounded_s = _timed(lambda: run(device_gb))
     if free.order != bounded.order or free.scores != bounded.scores:
         raise SystemExit(f"{name}: bounded and unbounded orders differ: {bounded.order} vs {free.order}")
     print(
         f"{name:12s} {steps} steps, caches {full / 2**30:.3f} GiB (strides {prefix}, {memo}), device budget "
         f"{device_gb:.3f} GiB: unbounded {free_s:8.2f} s  bounded {bounded_s:8.2f} s  bounded/unbounded "
         f"{bounded_s / free_s:5.2f}x  same order True  order {' '.join(f'{r.layer}.{r.part}' for r in free.order)}"
+        + (f"  device peak unbounded {peaks[0]}, bounded {peaks[1]}" if peaks else "")
     )
 
 

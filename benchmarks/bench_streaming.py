@@ -257,6 +257,11 @@ def run(args: argparse.Namespace) -> None:
             f"step peak RSS {format_bytes(row['step_peak_rss_bytes']):>10s}  process peak "
             f"{format_bytes(row['process_peak_rss_bytes']):>10s}  {row['wall_s']:7.1f} s  "
             f"same scores {row.get('same_scores')}  same plan {row.get('same_plan')}"
+            + (
+                f"  device peak {format_bytes(row['streaming']['device_peak_bytes'])}"
+                if row["streaming"]["device_peak_bytes"] is not None
+                else ""
+            )
         )
     for method in args.methods:
         by = {r["layers"]: r for r in rows if r["method"] == method}

@@ -15,7 +15,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods import get_method
 from prunebench.methods.cfsp import by_channels, fine_score
 from prunebench.methods.channel_stats import by_columns
-from prunebench.models import load_pretrained, save_pretrained
+from prunebench.models import load_pretrained, save_pretrained, streaming
 from prunebench.models.integrity import fingerprint
 from prunebench.models.streaming import (
     ResidentLayers,
@@ -130,6 +130,19 @@ def test_score_model_streams_and_records_the_pass(tmp_path):
     assert "streaming" not in resident.meta
 
 
+def test_a_tensor_read_in_blocks_is_the_tensor(tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "READ_BLOCK", 100)  # bytes: 3 rows of 32 fp32 values per block
+    path = _saved(tmp_path, "qwen2")
+    tensors = load_file(path / "model.safetensors")
+    layers = SafetensorsLayers(path)
+    for name in (
+        "model.layers.1.mlp.down_proj.weight",
+        "model.layers.0.self_attn.q_proj.bias",
+        "model.norm.weight",
+    ):
+        assert torch.equal(layers.read(name), tensors[name]), name
+
+
 def test_a_corrupt_layer_is_named_when_streamed(tmp_path):
     path = _saved(tmp_path, "llama")
     tensors = load_file(path / "model.safetensors")
@@ -157,7 +170,8 @@ def test_column_blocks_give_the_whole_matrix_values():
     )
 
 
-def test_channel_blocks_give_the_whole_layer_fine_scores():
+@pytest.mark.parametrize("block", [256, 1024])
+def test_channel_blocks_give_the_whole_layer_fine_scores(block):
     torch.manual_seed(0)
     down, up, gate = torch.randn(40, 2100), torch.randn(2100, 40), torch.randn(2100, 40)
     act = torch.rand(2100)

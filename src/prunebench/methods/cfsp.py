@@ -389,8 +389,9 @@ class Cfsp(Method):
         return plan
 
 
-#: FFN channels per block in :func:`by_channels` (three fp32 blocks of 4096 x 1024 are 48 MiB).
-CHANNEL_BLOCK = 1024
+#: FFN channels per block in :func:`by_channels` (a power of two; a fp32 block of 4096 x 256 is 4 MiB,
+#: and fine_score makes about ten such temporaries).
+CHANNEL_BLOCK = 256
 
 
 def by_channels(fn: Callable[[slice], torch.Tensor], width: int, block: int = CHANNEL_BLOCK) -> torch.Tensor:

@@ -287,10 +287,10 @@ class SafetensorsLayers:
         file = self._files.get(name)
         if file is None:
             raise PrunebenchError(f"{self.path}: the weights hold no tensor {name!r}")
-        with safe_open(str(file), framework="pt", device="cpu") as handle:
-            if rows is None:
-                tensor = handle.get_tensor(name)
-            else:
+        if rows is None:
+            tensor = _read_in_blocks(file, name)
+        else:
+            with safe_open(str(file), framework="pt", device="cpu") as handle:
                 view = handle.get_slice(name)
                 tensor = torch.cat([view[row : row + 1] for row in rows])
         tensor = tensor.to(self.dtype) if tensor.is_floating_point() else tensor
@@ -357,6 +357,31 @@ class SafetensorsLayers:
         name = "model.embed_tokens.weight" if self._adapter.tied_embeddings else "lm_head.weight"
         head.load_state_dict({"weight": self.read(name).to(device)}, assign=True, strict=False)
         return norm, head
+
+
+#: Bytes read per ``safe_open`` in :func:`_read_in_blocks`.
+READ_BLOCK = 16 * 2**20
+
+
+def _read_in_blocks(file: Path, name: str) -> torch.Tensor:
+    """Tensor ``name`` of ``file``, read a block of rows at a time, each through its own ``safe_open``.
+
+    The file is memory-mapped while a block is copied out; closing it after each block keeps the mapped
+    pages (which count as resident memory) to one block instead of the whole tensor.
+    """
+    with safe_open(str(file), framework="pt", device="cpu") as handle:
+        view = handle.get_slice(name)
+        shape = view.get_shape()
+        first = view[0:1] if shape and shape[0] else handle.get_tensor(name)
+    if not shape or not shape[0] or len(shape) == 1:
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            return handle.get_tensor(name)
+    out = torch.empty(shape, dtype=first.dtype)
+    step = max(1, READ_BLOCK // max(first.numel() * first.element_size(), 1))
+    for start in range(0, shape[0], step):
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            out[start : start + step] = handle.get_slice(name)[start : start + step]
+    return out
 
 
 def _tensor_files(path: Path) -> dict[str, Path]:
