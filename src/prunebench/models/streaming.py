@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import functools
 import json
 import math
 import re
@@ -266,7 +268,8 @@ class SafetensorsLayers:
 
     Each tensor is read with its own ``safe_open`` (the file mapping is closed again at once, so no
     mapped pages of other tensors stay resident), cast to ``dtype`` as ``from_pretrained`` casts it, and
-    checked finite (a NaN or inf is a ``PrunebenchError`` naming the tensor). ``model`` is the skeleton
+    checked finite (a NaN or inf is a ``PrunebenchError`` naming the tensor); freed blocks go back to
+    the system at once (:func:`fix_mmap_threshold`). ``model`` is the skeleton
     (meta device) the layers are built from. A layer can come one sublayer at a time (:data:`PARTS`),
     so that at most the larger of its two sublayers (the MLP: two thirds of a Llama layer) is resident.
     """
@@ -276,6 +279,7 @@ class SafetensorsLayers:
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
         from prunebench.models.checkpoint import load_skeleton
 
+        fix_mmap_threshold()
         self.path = Path(path)
         self.dtype = dtype
         self.model = load_skeleton(self.path)
@@ -357,6 +361,29 @@ class SafetensorsLayers:
         name = "model.embed_tokens.weight" if self._adapter.tied_embeddings else "lm_head.weight"
         head.load_state_dict({"weight": self.read(name).to(device)}, assign=True, strict=False)
         return norm, head
+
+
+#: glibc's ``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` (malloc.h).
+M_MMAP_THRESHOLD = -3
+#: Allocations from this size on get their own mapping, returned to the system when freed.
+MMAP_THRESHOLD = 2**20
+
+
+@functools.cache
+def fix_mmap_threshold() -> bool:
+    """Give every allocation of 1 MiB or more its own memory mapping (glibc ``mallopt``; once per
+    process; False where the C library is not glibc).
+
+    glibc's default threshold adapts upwards to 32 MiB after the first large free, and the many freed
+    blocks below it (weight read blocks, metric temporaries) then stay in the heap, fragmented: on a
+    7B-shaped model CFSP's streamed pass peaked at 920 MiB of resident memory instead of 735 MiB. A
+    fixed threshold (the same as ``MALLOC_MMAP_THRESHOLD_=1048576``) hands such blocks back when freed.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 #: Bytes read per ``safe_open`` in :func:`_read_in_blocks`.
