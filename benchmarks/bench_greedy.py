@@ -7,6 +7,11 @@ Both searches must return the same order (checked); the script prints fast, naiv
 
 `--device cuda` times it on a GPU.
 
+`--device-cache-gb X` times the fast search with at most X GiB of its caches on the device (the rest in
+CPU memory) against the same search without that bound, instead of the naive search: the orders must
+agree, and bounded ÷ unbounded is the time cost of spilling. The script prints the caches' full size so
+that X can be chosen below it.
+
 `--random-layers 32` times a random-initialised model of the demo's widths with 32 layers instead (the
 depth of Llama-2-7B): the orders mean nothing there, but they must still agree, and the ratio shows how
 the prefix cache scales with depth. Measured figures: docs/measurements/greedy-search.md.
@@ -25,7 +30,7 @@ from prunebench.methods.blockpruner import CalibrationPerplexity, candidate_list
 from prunebench.methods.finercut import ExclusionSchedule, OutputDivergence, reference_logits
 from prunebench.methods.greedy_method import calibration_batches
 from prunebench.methods.greedy_reference import reference_search
-from prunebench.methods.greedy_search import greedy_search
+from prunebench.methods.greedy_search import DecoderRunner, cache_strides, greedy_search
 from prunebench.models import get_adapter, load_pretrained
 
 
@@ -41,7 +46,44 @@ def warm_up(model, batches) -> None:
         model(input_ids=batches[0].to(model.device), use_cache=False)
 
 
-def bench(name: str, model, batches, criterion, candidates, steps: int, cache_gb: float) -> None:
+def bench_spill(
+    name: str, model, batches, criterion, candidates, steps: int, cache_gb: float, device_gb: float
+):
+    """Bounded vs unbounded device cache: the same order, and the time ratio."""
+    warm_up(model, batches)
+    runner = DecoderRunner(model, batches)
+    state = sum(h.numel() * h.element_size() for h in runner.inputs)
+    prefix, memo = cache_strides(runner, cache_gb, 2 * runner.num_layers)
+    full = (2 * runner.num_layers + 1) * state + (
+        0 if memo == 0 else 2 * 2 * runner.num_layers * (runner.num_layers - 1) * state // memo
+    )
+    peaks = []
+
+    def run(device_cache_gb: float):
+        if model.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(model.device)
+        result = greedy_search(model, batches, criterion, candidates, steps, name, cache_gb, device_cache_gb)
+        if model.device.type == "cuda":
+            peaks.append(f"{torch.cuda.max_memory_allocated(model.device) / 2**30:.2f} GiB")
+        return result
+
+    free, free_s = _timed(lambda: run(0.0))
+    bounded, bounded_s = _timed(lambda: run(device_gb))
+    if free.order != bounded.order or free.scores != bounded.scores:
+        raise SystemExit(f"{name}: bounded and unbounded orders differ: {bounded.order} vs {free.order}")
+    print(
+        f"{name:12s} {steps} steps, caches {full / 2**30:.3f} GiB (strides {prefix}, {memo}), device budget "
+        f"{device_gb:.3f} GiB: unbounded {free_s:8.2f} s  bounded {bounded_s:8.2f} s  bounded/unbounded "
+        f"{bounded_s / free_s:5.2f}x  same order True  order {' '.join(f'{r.layer}.{r.part}' for r in free.order)}"
+        + (f"  device peak unbounded {peaks[0]}, bounded {peaks[1]}" if peaks else "")
+    )
+
+
+def bench(
+    name: str, model, batches, criterion, candidates, steps: int, cache_gb: float, device_gb: float = 0.0
+) -> None:
+    if device_gb:
+        return bench_spill(name, model, batches, criterion, candidates, steps, cache_gb, device_gb)
     warm_up(model, batches)
     fast, fast_s = _timed(lambda: greedy_search(model, batches, criterion, candidates, steps, name, cache_gb))
     naive, naive_s = _timed(lambda: reference_search(model, batches, criterion, candidates, steps))
@@ -73,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--cache-gb", type=float, default=8.0)
     parser.add_argument(
+        "--device-cache-gb", type=float, default=0.0, help="time a device budget against none (see above)"
+    )
+    parser.add_argument(
         "--random-layers",
         type=int,
         default=0,
@@ -100,8 +145,16 @@ def main(argv: list[str] | None = None) -> None:
             method.calibration(tokenizer, args.text, config), config.batch_size, "bench"
         )
         criterion = CalibrationPerplexity(batches, model.config.pad_token_id)
+        candidates = candidate_list(layers, "mix")
         bench(
-            "blockpruner", model, batches, criterion, candidate_list(layers, "mix"), args.steps, args.cache_gb
+            "blockpruner",
+            model,
+            batches,
+            criterion,
+            candidates,
+            args.steps,
+            args.cache_gb,
+            args.device_cache_gb,
         )
     if "finercut" in args.methods:
         method = get_method("finercut")
@@ -111,7 +164,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         criterion = OutputDivergence(reference_logits(model, batches), config.divergence)
         schedule = ExclusionSchedule.build(layers, config.prune_level, config.exclude)
-        bench("finercut", model, batches, criterion, schedule.candidates, args.steps, args.cache_gb)
+        candidates = schedule.candidates
+        bench(
+            "finercut", model, batches, criterion, candidates, args.steps, args.cache_gb, args.device_cache_gb
+        )
 
 
 if __name__ == "__main__":

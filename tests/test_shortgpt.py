@@ -17,6 +17,7 @@ from prunebench.methods import Scores, get_method
 from prunebench.methods.shortgpt import block_influence
 from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pretrained
 from prunebench.models.counting import achieved_ratios
+from prunebench.models.streaming import ResidentRunner
 
 
 def _hf_hidden_state_bi(model, calibration) -> torch.Tensor:
@@ -32,10 +33,10 @@ def _hf_hidden_state_bi(model, calibration) -> torch.Tensor:
 def test_bi_matches_hidden_states_before_the_last_layer(family):
     model = make_tiny_model(family, num_hidden_layers=5)
     calibration = torch.randint(3, 96, (3, 12), generator=torch.Generator().manual_seed(3))
-    ours = block_influence(get_adapter(model), calibration, batch_size=2)
+    ours = block_influence(ResidentRunner(model), calibration, batch_size=2)
     reference = _hf_hidden_state_bi(model, calibration)
     assert torch.allclose(ours[:-1], reference[:-1], atol=1e-6, rtol=0)
-    assert torch.allclose(ours, block_influence(get_adapter(model), calibration, batch_size=3), atol=1e-9)
+    assert torch.allclose(ours, block_influence(ResidentRunner(model), calibration, batch_size=3), atol=1e-9)
 
 
 def test_identity_layer_is_removed_first():
@@ -55,7 +56,7 @@ def test_last_layer_compares_pre_norm_states():
     with torch.no_grad():  # a final norm that turns its (unchanged) input strongly
         model.model.norm.weight.copy_(torch.linspace(-3.0, 3.0, model.config.hidden_size))
     calibration = own_text(model)
-    ours = block_influence(get_adapter(model), calibration, batch_size=4)
+    ours = block_influence(ResidentRunner(model), calibration, batch_size=4)
     assert abs(float(ours[5])) < 1e-6 and int(ours.argmin()) == 5
     naive = _hf_hidden_state_bi(model, calibration)
     assert int(naive.argmin()) != 5 and float(naive[5]) > float(naive.min()) + 0.1  # the case discriminates

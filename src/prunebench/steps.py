@@ -22,11 +22,12 @@ from prunebench.io import atomic_directory, check_output
 from prunebench.methods import Method, MethodConfig, Scores, get_method
 from prunebench.methods.base import SCORES_DIRECTORY
 from prunebench.models import apply_plan, get_adapter, load_pretrained, save_pretrained
-from prunebench.models.checkpoint import PRUNED_CHECKPOINT, load_skeleton
+from prunebench.models.checkpoint import PRUNED_CHECKPOINT, load_skeleton, load_tokenizer
 from prunebench.models.context import check_context
 from prunebench.models.counting import decoder_params, part_params, total_params
-from prunebench.models.device import check_device
+from prunebench.models.device import check_device, check_gpus
 from prunebench.models.integrity import check_fingerprint, check_shapes, dense_shapes, fingerprint
+from prunebench.models.streaming import SafetensorsLayers, StreamingRunner
 from prunebench.plan import PruningPlan
 
 SAMPLES_FILE = "calibration.safetensors"
@@ -67,8 +68,21 @@ def score_model(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     encoding: str = DEFAULT_ENCODING,
+    stream: bool = False,
+    device_budget: int | None = None,
+    gpus: int = 1,
+    gpu_memory: int | None = None,
 ) -> Scores:
     """Score ``model_path`` with a method and save the scores with the calibration samples they used.
+
+    ``stream``: the weights are read from the local model directory one decoder layer at a time
+    (:class:`~prunebench.models.streaming.SafetensorsLayers`) and each layer runs on ``device`` over
+    the whole calibration set (:class:`~prunebench.models.streaming.StreamingRunner`); the scores are
+    the same as in memory. ``device_budget`` (bytes) bounds the device memory of that pass (one layer
+    plus the calibration states kept there; the rest wait in CPU memory). The scores' metadata records
+    both and the device's peak (``streaming``). A method that cannot stream, a model that is no local
+    directory, or a budget below one layer is a ``PrunebenchError`` before the weights are read.
+    ``gpus > 1`` (with ``gpu_memory`` bytes at most on each) splits a resident model over CUDA devices.
 
     ``out_dir`` must be absent, empty or an earlier scores directory (checked before the model is
     loaded; ``PrunebenchError`` otherwise).
@@ -86,6 +100,15 @@ def score_model(
     config = method.config(params)
     check_device(device)
     check_output(out_dir, SCORES_DIRECTORY)
+    if device_budget is not None and not stream:
+        raise PrunebenchError("a device budget applies to a streamed pass: give --stream with it")
+    if stream and method.no_streaming is not None:
+        raise PrunebenchError(f"method {method_name} cannot stream layers: {method.no_streaming}")
+    if stream and not Path(model_path).is_dir():
+        raise PrunebenchError(f"streaming reads a local model directory; {model_path} is none")
+    if stream and gpus > 1:
+        raise PrunebenchError("a streamed pass runs on one device: give --stream or --gpus N, not both")
+    check_gpus(device, gpus)
     skeleton = load_skeleton(model_path)
     method.check_model(skeleton, config)
     samples = source = None
@@ -98,11 +121,22 @@ def score_model(
     if method.uses_calibration and samples is None:
         source = calib or config.calib_dataset
         check_text_source(source, "train", encoding)
-    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+    if stream:
+        layers = SafetensorsLayers(model_path, dtype)
+        runner = StreamingRunner(layers, device, device_budget)
+        model, tokenizer = layers.model, load_tokenizer(model_path)
+    else:
+        model, tokenizer = load_pretrained(
+            model_path, dtype=dtype, device=device, gpus=gpus, gpu_memory=gpu_memory
+        )
     if method.uses_calibration and samples is None:
         samples = _method_calibration(method, tokenizer, source, config, model_path, encoding)
     with measure_cost("score", device=device) as cost:
-        scores = method.score(model, None if samples is None else samples.to(device), config)
+        calibration_rows = None if samples is None else samples.to(device)
+        if stream:
+            scores = method.score_layers(runner, calibration_rows, config)
+        else:
+            scores = method.score(model, calibration_rows, config)
     calibration = None if samples is None else {"source": source, "shape": list(samples.shape)}
     scores.meta.update(
         {
@@ -110,11 +144,13 @@ def score_model(
             "params": config.to_dict(),
             "model": model_path,
             "base_shapes": dense_shapes(model),
-            "base_fingerprint": fingerprint(model),
+            "base_fingerprint": layers.fingerprint() if stream else fingerprint(model),
             "calibration": calibration,
             "cost": cost,
         }
     )
+    if stream:
+        scores.meta["streaming"] = runner.record.to_dict()
     with atomic_directory(out_dir, SCORES_DIRECTORY) as tmp:
         scores.save(tmp)
         if samples is not None:
@@ -163,8 +199,12 @@ def prune_model(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     encoding: str = DEFAULT_ENCODING,
+    gpus: int = 1,
+    gpu_memory: int | None = None,
 ) -> PruningPlan:
     """Select a plan for ``ratio`` from saved scores (or score first) and write the pruned checkpoint.
+
+    ``gpus > 1`` (with ``gpu_memory`` bytes at most on each) splits the model over CUDA devices.
 
     ``out_dir`` must be absent, empty or an earlier pruned checkpoint. Before the weights are loaded:
     the device, the output, the family, the ratio (in range, reachable, leaving a decoder sublayer),
@@ -179,8 +219,10 @@ def prune_model(
     skeleton = load_skeleton(model_path)
     method.check_model(skeleton, config)
     method.check_ratio(skeleton, ratio, config)
+    check_gpus(device, gpus)
+    split = {"gpus": gpus, "gpu_memory": gpu_memory}
     if ratio == 0:
-        model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+        model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device, **split)
         plan = PruningPlan(model_path, method_name, config.to_dict(), 0.0, layers={})
         plan.notes["ratio 0"] = "nothing removed: no scores were computed or read"
         return write_pruned(model, tokenizer, plan, out_dir)
@@ -196,7 +238,7 @@ def prune_model(
     elif method.uses_calibration:
         check_context(skeleton, config.seqlen, "calibration seqlen")
         check_text_source(calib or config.calib_dataset, "train", encoding)
-    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device)
+    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device, **split)
     if scores is not None:
         check_fingerprint(scores.meta.get("base_fingerprint"), model, what)
     elif not method.uses_calibration:

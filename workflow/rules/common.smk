@@ -156,12 +156,21 @@ def ratio_value(wildcards):
 
 
 def gpu_count(wildcards):
-    return 1 if model_spec(wildcards)["device"].startswith("cuda") else 0
+    """GPUs a job on this model requests (Snakemake's resource ``gpu``, which Slurm gets too)."""
+    spec = model_spec(wildcards)
+    return spec["gpus"] if spec["device"].startswith("cuda") else 0
+
+
+def one_gpu(wildcards):
+    """GPUs of a job that times the model on one device (latency): 1 on CUDA, whatever ``gpus`` says."""
+    return min(gpu_count(wildcards), 1)
 
 
 def recovery_gpus(wildcards):
-    """GPUs of a recover job: the variant's ``gpus`` (one process each), none for a CPU model."""
-    return recovery_spec(wildcards)["gpus"] if gpu_count(wildcards) else 0
+    """GPUs of a recover job: the variant's ``gpus`` (one data-parallel process each), else the model's
+    (a model split over its GPUs); none for a CPU model."""
+    variant = recovery_spec(wildcards)["gpus"]
+    return (variant if variant > 1 else gpu_count(wildcards)) if gpu_count(wildcards) else 0
 
 
 def sized_mem_mb(rule):

@@ -94,7 +94,7 @@ rule eval_latency:
     resources:
         mem_mb=sized_mem_mb("eval_latency"),
         runtime=sized_runtime("eval_latency"),
-        gpu=gpu_count,
+        gpu=one_gpu,
     conda:
         "../../envs/prunebench.yaml"
     script:

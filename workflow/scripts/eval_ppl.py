@@ -1,7 +1,7 @@
 """Perplexity of one model variant on every data set at every window length (rule eval_ppl)."""
 
 from prunebench.cli import main
-from prunebench.study.script import logged
+from prunebench.study.script import device_argv, logged
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -14,7 +14,7 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     for out in sm.output:
         argv += ["--out", out]
     argv += ["--batch-size", str(ppl["batch_size"])]
-    argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
+    argv += device_argv(sm.params.spec)
     argv += ["--encoding", sm.params.encoding]
     if ppl["bos"]:
         argv.append("--bos")

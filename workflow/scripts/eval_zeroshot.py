@@ -1,7 +1,7 @@
 """Zero-shot accuracy of one model variant through lm-eval (rule eval_zeroshot)."""
 
 from prunebench.cli import main
-from prunebench.study.script import logged
+from prunebench.study.script import device_argv, logged
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -15,7 +15,7 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
         "--seed",
         str(sm.params.seed),
     ]
-    argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
+    argv += device_argv(sm.params.spec)
     if zs["include_path"]:
         argv += ["--include-path", zs["include_path"], "--offline"]
     if zs["limit"]:

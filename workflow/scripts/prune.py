@@ -1,7 +1,7 @@
 """Prune to one ratio from saved scores and write the physically smaller model (rule prune)."""
 
 from prunebench.cli import main
-from prunebench.study.script import logged, params_argv
+from prunebench.study.script import device_argv, logged, params_argv
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -9,5 +9,5 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     argv += ["--ratio", repr(sm.params.ratio), "--out", sm.output[0]]
     if sm.input.scores:  # none at ratio 0
         argv += ["--scores", sm.input.scores]
-    argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
+    argv += device_argv(sm.params.spec)
     raise SystemExit(main(argv + params_argv(sm.params.method_params)))

@@ -5,7 +5,7 @@ import sys
 
 from prunebench.cli import main
 from prunebench.recovery.parallel import torchrun_argv
-from prunebench.study.script import logged, params_argv
+from prunebench.study.script import device_argv, logged, params_argv
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -29,8 +29,8 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
     if sm.input.scores:
         argv += ["--scores", sm.input.scores]
     argv += [*params_argv(spec["params"]), "--encoding", sm.params.encoding]
-    argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
-    if sm.resources.gpu > 1:  # one process per GPU of the job (torchrun), rank 0 writes the model
+    argv += device_argv(sm.params.spec)
+    if spec["gpus"] > 1:  # one process per GPU of the variant (torchrun), rank 0 writes the model
         sys.stdout.flush()
         run = subprocess.run(
             torchrun_argv(sm.resources.gpu, [*argv, "--no-progress"]), stdout=sys.stdout, stderr=sys.stderr

@@ -1,7 +1,7 @@
 """Score a model with a method, once for every ratio (rule score)."""
 
 from prunebench.cli import main
-from prunebench.study.script import logged, params_argv
+from prunebench.study.script import device_argv, logged, params_argv, stream_argv
 
 with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
     sm = snakemake  # noqa: F821
@@ -14,7 +14,7 @@ with logged(snakemake):  # noqa: F821 (the snakemake object is injected by Snake
         "--out",
         sm.output[0],
     ]
-    argv += ["--dtype", sm.params.spec["dtype"], "--device", sm.params.spec["device"]]
+    argv += device_argv(sm.params.spec) + stream_argv(sm.params.spec, sm.params.method)
     argv += ["--encoding", sm.params.encoding]
     if sm.input.samples:
         argv += ["--samples", sm.input.samples]

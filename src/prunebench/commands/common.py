@@ -24,6 +24,28 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
+def add_gpus_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gpus", type=int, default=1, help="split the model over this many CUDA devices (device_map=auto)"
+    )
+    parser.add_argument(
+        "--gpu-memory", metavar="SIZE", help="with --gpus: at most this much on each, e.g. 70GiB"
+    )
+
+
+def gpus_of(args: argparse.Namespace) -> dict:
+    """``gpus`` and ``gpu_memory`` (bytes) for :func:`~prunebench.models.load_pretrained`, checked
+    against ``--device`` and this machine before any loading."""
+    from prunebench.models.device import check_gpus
+    from prunebench.models.streaming import parse_bytes
+
+    check_gpus(args.device, args.gpus)
+    if args.gpu_memory is not None and args.gpus == 1:
+        raise PrunebenchError("--gpu-memory limits a model split over GPUs: give --gpus N (N > 1) with it")
+    memory = None if args.gpu_memory is None else parse_bytes(args.gpu_memory, "--gpu-memory")
+    return {"gpus": args.gpus, "gpu_memory": memory}
+
+
 def add_encoding_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoding", default=DEFAULT_ENCODING, help="encoding of local text files")
 

@@ -6,10 +6,12 @@ import argparse
 
 from prunebench.commands.common import (
     add_encoding_argument,
+    add_gpus_arguments,
     add_model_arguments,
     device_of,
     dtype_of,
     encoding_of,
+    gpus_of,
 )
 from prunebench.errors import PrunebenchError
 from prunebench.io import OutputKind, atomic_write_json, check_output
@@ -22,6 +24,7 @@ RESULT = OutputKind("perplexity result", ("ppl", "tokens", "seqlen"), directory=
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_gpus_arguments(parser)
     parser.add_argument(
         "--text",
         required=True,
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from prunebench.models import load_pretrained
 
     device = device_of(args)
+    spread = gpus_of(args)
     pairs = [(text, seqlen) for text in args.text for seqlen in args.seqlen]
     if len(args.out) != len(pairs):
         raise PrunebenchError(
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for seqlen in args.seqlen:
         check_seqlen(args.model, seqlen)
     texts = {source: load_text(source, args.split, encoding_of(args)) for source in args.text}
-    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device)
+    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device, **spread)
     if tokenizer is None:
         raise PrunebenchError(f"{args.model} has no tokenizer")
     for (source, seqlen), out in zip(pairs, args.out, strict=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.commands.common import add_model_arguments, device_of, dtype_of
+from prunebench.commands.common import add_gpus_arguments, add_model_arguments, device_of, dtype_of, gpus_of
 from prunebench.errors import PrunebenchError
 from prunebench.io import OutputKind, atomic_write_json, check_output
 
@@ -25,6 +25,7 @@ def _limit(text: str) -> int | float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_gpus_arguments(parser)
     parser.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
     parser.add_argument("--include-path", help="a folder of local lm-eval task YAML files")
     parser.add_argument("--batch-size", type=int, default=8, help="fixed batch size")
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from prunebench.models import load_pretrained
 
     device = device_of(args)
+    spread = gpus_of(args)
     config = ZeroShotConfig(
         tasks=parse_tasks(args.tasks),
         include_path=args.include_path,
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     validate_config(config)
     check_output(args.out, RESULT)
     manager = task_manager(config)  # unknown task names fail here, before the model is loaded
-    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device)
+    model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device, **spread)
     if tokenizer is None:
         raise PrunebenchError(f"{args.model} has no tokenizer")
     with measure_cost("eval_zeroshot", device=device) as cost:

@@ -10,6 +10,11 @@ HELP = "list the registered pruning methods"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--defaults", action="store_true", help="also print each method's default options")
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="also say whether each method scores layer by layer (--stream)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
         tags = "" if cls.uses_calibration else " [data-free: no calibration]"
         tags += " [expensive step per ratio]" if cls.ratio_dependent else ""
         print(f"{name:<{width}}  {cls.summary()}{tags}")
+        if args.streaming:
+            reason = cls.no_streaming
+            print(f"{'':<{width}}    streams: {'yes' if reason is None else 'no, ' + reason}")
         if args.defaults:
             for key, value in cls.Config().to_dict().items():
                 print(f"{'':<{width}}    {key} = {value}")

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from prunebench.commands.common import add_model_arguments, check_ratio, device_of, dtype_of, encoding_of
+from prunebench.commands.common import (
+    add_gpus_arguments,
+    add_model_arguments,
+    check_ratio,
+    device_of,
+    dtype_of,
+    encoding_of,
+    gpus_of,
+)
 from prunebench.commands.score import add_method_arguments, method_params
 from prunebench.errors import PrunebenchError
 
@@ -14,6 +22,7 @@ HELP = "prune a model to a ratio of decoder parameters (from saved scores or by 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_gpus_arguments(parser)
     add_method_arguments(parser)
     parser.add_argument(
         "--ratio", type=float, required=True, help="fraction of decoder-layer parameters to remove"
@@ -44,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         params=method_params(args),
         dtype=dtype_of(args),
         device=device_of(args),
+        **gpus_of(args),
         encoding=encoding_of(args),
     )
     print(f"pruned to decoder ratio {plan.achieved['decoder_ratio']:.4f}; written to {args.out}")

@@ -7,10 +7,12 @@ import dataclasses
 
 from prunebench.commands.common import (
     add_encoding_argument,
+    add_gpus_arguments,
     add_model_arguments,
     device_of,
     dtype_of,
     encoding_of,
+    gpus_of,
     parse_params,
 )
 from prunebench.recovery.config import RecoveryConfig
@@ -43,6 +45,7 @@ CONFIG_FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_gpus_arguments(parser)
     parser.add_argument("--variant", required=True, help=f"recovery variant, one of: {', '.join(VARIANTS)}")
     parser.add_argument(
         "--data",
@@ -99,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         lora_data=args.lora_data,
         checkpoint_dir=args.checkpoint_dir,
         device=device_of(args),
+        **gpus_of(args),
         dtype=dtype_of(args),
         encoding=encoding_of(args),
         show_progress=not args.no_progress,

@@ -6,10 +6,12 @@ import argparse
 
 from prunebench.commands.common import (
     add_encoding_argument,
+    add_gpus_arguments,
     add_model_arguments,
     device_of,
     dtype_of,
     encoding_of,
+    gpus_of,
     parse_params,
 )
 
@@ -40,13 +42,27 @@ def method_params(args: argparse.Namespace) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_gpus_arguments(parser)
     add_method_arguments(parser)
     parser.add_argument(
         "--out", required=True, help="directory for the scores: new, empty, or earlier scores (replaced)"
     )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="read the weights one decoder layer at a time from the model directory (same scores, "
+        "memory of one layer); `prunebench methods` says which methods can",
+    )
+    parser.add_argument(
+        "--device-budget",
+        metavar="SIZE",
+        help="with --stream: device memory for one layer plus the calibration states kept there, "
+        "e.g. 40GiB (the rest wait in CPU memory)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunebench.models.streaming import parse_bytes
     from prunebench.steps import score_model
 
     score_model(
@@ -58,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
         params=method_params(args),
         dtype=dtype_of(args),
         device=device_of(args),
+        **gpus_of(args),
         encoding=encoding_of(args),
+        stream=args.stream,
+        device_budget=None
+        if args.device_budget is None
+        else parse_bytes(args.device_budget, "--device-budget"),
     )
     print(f"scores written to {args.out}")
     return 0

@@ -19,6 +19,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.io import OutputKind, atomic_write_json
 from prunebench.models.adapter import ModelAdapter, get_adapter
 from prunebench.models.counting import decoder_params, kv_group_params, mlp_channel_params
+from prunebench.models.streaming import Runner
 from prunebench.options import parse_option
 from prunebench.plan import PruningPlan
 
@@ -137,6 +138,10 @@ class Method(abc.ABC):
         trains per ratio. Cluster jobs are sized by it (``prunebench.study.sizing.prune_runtime_min``)."""
         return 0
 
+    #: Why the method cannot score one decoder layer at a time; ``None`` when it can
+    #: (:meth:`score_layers`, used by ``prunebench score --stream``).
+    no_streaming: ClassVar[str | None] = "its scores need the whole model resident"
+
     @classmethod
     def summary(cls) -> str:
         return (cls.__doc__ or cls.name).strip().splitlines()[0]
@@ -186,6 +191,12 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def score(self, model: nn.Module, calibration: torch.Tensor, config: MethodConfig) -> Scores:
         """The ratio-independent measurement on the dense model (the expensive step unless ``ratio_dependent``)."""
+
+    def score_layers(self, runner: Runner, calibration: torch.Tensor | None, config: MethodConfig) -> Scores:
+        """:meth:`score` through a calibration ``runner`` (:mod:`prunebench.models.streaming`): the same
+        scores whether the model is resident or streamed one layer at a time. Methods that stream
+        (``no_streaming is None``) override it; the others raise ``PrunebenchError`` saying why not."""
+        raise PrunebenchError(f"method {self.name} cannot stream layers: {self.no_streaming}")
 
     @abc.abstractmethod
     def select(

@@ -10,8 +10,7 @@ the score/select body of such a method.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from prunebench.methods.removal_order import Removal, plan_from_order, reaches, 
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import decoder_params
+from prunebench.models.streaming import ResidentRunner, Runner
 from prunebench.plan import PruningPlan
 
 
@@ -144,41 +144,17 @@ def run_layer(adapter: ModelAdapter, calls: LayerCalls, index: int, hidden: torc
     return _hidden_out(adapter.layers[index](hidden, **calls.kwargs[index]))
 
 
-@contextmanager
-def layer_io_hooks(
-    adapter: ModelAdapter, on_layer: Callable[[int, torch.Tensor, torch.Tensor], None]
-) -> Iterator[None]:
-    """Call ``on_layer(index, input_hidden, output_hidden)`` for every decoder layer during a forward.
-
-    The states are the residual stream itself, before the model's final norm (unlike the last entry
-    of HF's ``output_hidden_states``, which is taken after it)."""
-
-    def make(index: int):
-        def hook(module, args, kwargs, output):
-            on_layer(index, _hidden_arg(args, kwargs), _hidden_out(output))
-
-        return hook
-
-    handles = [
-        layer.register_forward_hook(make(i), with_kwargs=True) for i, layer in enumerate(adapter.layers)
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 class BlockRanking(Method):
     """One score per dense layer, a stable ascending order, the shortest prefix reaching the ratio.
 
-    Subclasses set ``score_key`` and ``measure(adapter, calibration, batch_size)``; they may protect
+    Subclasses set ``score_key`` and ``measure(runner, calibration, batch_size)`` (``runner``: a
+    :class:`~prunebench.models.streaming.Runner`; a method that streams sets ``no_streaming = None``); they may protect
     blocks (:meth:`protected`) and label the score meta and plan notes (:meth:`score_labels`,
     :meth:`plan_labels`). The config needs a ``batch_size``."""
 
     families = ("llama", "mistral", "qwen2")
     score_key: str
-    measure: Callable[[ModelAdapter, torch.Tensor, int], torch.Tensor]
+    measure: Callable[[Runner, torch.Tensor, int], torch.Tensor]
 
     def protected(self, num_layers: int, config: MethodConfig) -> list[int]:
         """Blocks that are never removed (none by default)."""
@@ -198,9 +174,12 @@ class BlockRanking(Method):
         check_block_ratio(adapter, target_ratio, self.protected(adapter.num_layers, config), self.name)
 
     def score(self, model, calibration: torch.LongTensor, config: MethodConfig) -> Scores:
+        return self.score_layers(ResidentRunner(model), calibration, config)
+
+    def score_layers(self, runner: Runner, calibration: torch.LongTensor, config: MethodConfig) -> Scores:
         check_calibration(calibration)
-        adapter = get_adapter(model)
-        values = self.measure(adapter, calibration, config.batch_size)
+        adapter = get_adapter(runner.model)
+        values = self.measure(runner, calibration, config.batch_size)
         return Scores(
             tensors={self.score_key: values},
             meta={

@@ -44,6 +44,8 @@ class BlockPrunerConfig(MethodConfig):
     `max_ratio`: stop once the removals reach this decoder ratio (ours; 0: no limit); the order up to
     there is the longer search's, so every ratio up to `max_ratio` gets the same plan.
     `cache_gb`: memory for the search's hidden-state cache (ours; it changes speed, never the order).
+    `device_cache_gb`: of that cache, at most this much on the compute device, the rest in CPU memory
+    (ours; 0: no bound; speed only, the order is the same).
     """
 
     calib_dataset: str = "alpaca"
@@ -55,6 +57,7 @@ class BlockPrunerConfig(MethodConfig):
     max_steps: int = 0
     max_ratio: float = 0.0
     cache_gb: float = 8.0
+    device_cache_gb: float = 0.0
 
     def check(self) -> None:
         super().check()
@@ -62,7 +65,9 @@ class BlockPrunerConfig(MethodConfig):
             raise PrunebenchError(
                 f"block_type must be one of {', '.join(BLOCK_TYPES)}, got {self.block_type!r}"
             )
-        check_search_budget(self.max_steps, self.max_ratio, self.batch_size, self.cache_gb)
+        check_search_budget(
+            self.max_steps, self.max_ratio, self.batch_size, self.cache_gb, self.device_cache_gb
+        )
 
 
 def candidate_list(num_layers: int, block_type: str) -> CandidateList:
@@ -195,6 +200,7 @@ class BlockPruner(GreedyOrderMethod):
             self._steps(model, config),
             self.name,
             cache_gb=config.cache_gb,
+            device_cache_gb=config.device_cache_gb,
             stop=ratio_stop(model, config.max_ratio),
         )
         return scores_from_search(

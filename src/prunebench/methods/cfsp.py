@@ -57,6 +57,7 @@ Not implemented (options of the official code outside its default recipe): the `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.models import get_adapter
 from prunebench.models.counting import decoder_params, mlp_channel_params, plan_decoder_ratio
+from prunebench.models.streaming import LayerProbe, ResidentRunner, Runner
 from prunebench.plan import LayerPlan, PruningPlan
 
 # The official allocation divides the centred angular scores by this absolute constant.
@@ -267,29 +269,37 @@ class Cfsp(Method):
                 f"(a smaller round_to or cuda_friendly=false widens the range)"
             )
 
+    no_streaming = None
+
     def score(self, model, calibration: torch.Tensor, config: CfspConfig) -> Scores:
         """One dense forward per calibration sample; ratio-independent coarse and fine scores."""
-        adapter = _dense_adapter(model)
+        return self.score_layers(ResidentRunner(model), calibration, config)
+
+    def score_layers(self, runner: Runner, calibration: torch.Tensor, config: CfspConfig) -> Scores:
+        """:meth:`score` with the model resident or streamed layer by layer (same scores)."""
+        adapter = _dense_adapter(runner.model)
         if calibration.dim() != 2 or calibration.shape[0] < 1 or calibration.shape[1] < 1:
             raise PrunebenchError(
                 f"cfsp: calibration must be a [nsamples, seqlen] tensor with at least one token, "
                 f"got shape {tuple(calibration.shape)}"
             )
-        angular, sq_sum = _collect(adapter, calibration)
-        act_norm = (sq_sum / calibration.shape[0]).sqrt().float()
-        fine = torch.stack(
-            [
-                fine_score(
-                    adapter.mlp(i).down_proj.weight.detach(),
-                    adapter.mlp(i).up_proj.weight.detach(),
-                    adapter.mlp(i).gate_proj.weight.detach(),
-                    act_norm[i].to(adapter.mlp(i).down_proj.weight.device),
+        fine = torch.empty(adapter.num_layers, adapter.intermediate_size)
+
+        def fine_scores(i: int, layer: torch.nn.Module, act_norm: torch.Tensor) -> None:
+            mlp = layer.mlp
+            fine[i] = by_channels(
+                lambda rows: fine_score(
+                    mlp.down_proj.weight.detach()[:, rows],
+                    mlp.up_proj.weight.detach()[rows],
+                    mlp.gate_proj.weight.detach()[rows],
+                    act_norm[i, rows].to(mlp.down_proj.weight.device),
                     config.b,
                     config.c,
-                ).cpu()
-                for i in range(adapter.num_layers)
-            ]
-        )
+                ).cpu(),
+                adapter.intermediate_size,
+            )
+
+        angular, act_norm = _collect(runner, calibration, fine_scores)
         importance = coarse_importance(angular, config.a)
         tensors = {
             "angular_distance": torch.tensor(angular, dtype=torch.float64),
@@ -379,40 +389,47 @@ class Cfsp(Method):
         return plan
 
 
-def _collect(adapter, calibration: torch.Tensor) -> tuple[list[float], torch.Tensor]:
-    """Dense forward of each sample alone; returns ``I_l`` and the summed squares of ``down_proj`` inputs."""
+#: FFN channels per block in :func:`by_channels` (a power of two; a fp32 block of 4096 x 256 is 4 MiB,
+#: and fine_score makes about ten such temporaries).
+CHANNEL_BLOCK = 256
+
+
+def by_channels(fn: Callable[[slice], torch.Tensor], width: int, block: int = CHANNEL_BLOCK) -> torch.Tensor:
+    """``fn(rows)`` over blocks of ``block`` FFN channels, concatenated (``[width]``).
+
+    Every term of :func:`fine_score` is normalised and averaged per channel, so a block of channels
+    gives the same values as the whole layer (a test checks it bit for bit) without fp32 copies of the
+    three full matrices.
+    """
+    return torch.cat([fn(slice(start, min(start + block, width))) for start in range(0, width, block)])
+
+
+def _collect(
+    runner: Runner, calibration: torch.Tensor, finish: Callable[[int, torch.nn.Module, torch.Tensor], None]
+) -> tuple[list[float], torch.Tensor]:
+    """Dense forward of each sample alone; returns ``I_l`` and ``A = sqrt(rho)`` of the ``down_proj``
+    inputs (``[layers, intermediate]``), and calls ``finish(l, layer, A)`` once layer ``l`` has seen
+    every sample (its weights still resident)."""
+    adapter = get_adapter(runner.model)
     num_layers, width = adapter.num_layers, adapter.intermediate_size
-    device = adapter.embed_tokens.weight.device
     angular = [0.0] * num_layers
     sq_sum = torch.zeros(num_layers, width, dtype=torch.float64)
-    pending: dict[int, torch.Tensor] = {}
 
-    def block_hook(i):
-        def hook(module, args, kwargs, output):
-            h_in = args[0] if args else kwargs["hidden_states"]
-            h_out = output[0] if isinstance(output, tuple) else output
-            angular[i] += angular_distance(h_in, h_out).sum().item()
+    def on_output(i: int, h_in: torch.Tensor, h_out: torch.Tensor) -> None:
+        angular[i] += angular_distance(h_in, h_out).sum().item()
 
-        return hook
-
-    def down_hook(i):
+    def hooks(i: int, layer: torch.nn.Module) -> list:
         def hook(module, args):
-            pending[i] = args[0].float().pow(2).sum(dim=tuple(range(args[0].dim() - 1)))
+            sq_sum[i] += args[0].float().pow(2).sum(dim=tuple(range(args[0].dim() - 1))).double().cpu()
 
-        return hook
+        return [layer.mlp.down_proj.register_forward_pre_hook(hook)]
 
-    handles = []
-    for i in range(num_layers):
-        handles.append(adapter.layers[i].register_forward_hook(block_hook(i), with_kwargs=True))
-        handles.append(adapter.mlp(i).down_proj.register_forward_pre_hook(down_hook(i)))
-    try:
-        with torch.no_grad():
-            for sample in calibration:
-                adapter.model.base_model(input_ids=sample.unsqueeze(0).to(device), use_cache=False)
-                for i, value in pending.items():
-                    sq_sum[i] += value.double().cpu()
-                pending.clear()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return angular, sq_sum
+    act_norm = torch.empty(num_layers, width)
+
+    def done(i: int, layer: torch.nn.Module) -> None:
+        act_norm[i] = (sq_sum[i] / calibration.shape[0]).sqrt().float()
+        finish(i, layer, act_norm)
+
+    probe = LayerProbe(attach=hooks, on_output=on_output, finish=done)
+    runner.run(calibration, 1, probe, "cfsp calibration")
+    return angular, act_norm

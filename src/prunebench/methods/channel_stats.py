@@ -9,6 +9,8 @@ activations' device (results are returned on the CPU).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -66,6 +68,30 @@ def attach(module: nn.Linear, stats: InputStats) -> torch.utils.hooks.RemovableH
         stats.update(args[0])
 
     return module.register_forward_pre_hook(hook)
+
+
+#: Input channels per block in :func:`by_columns` (a 4096-row block of float64 is 32 MiB).
+COLUMN_BLOCK = 1024
+
+
+def by_columns(
+    weight: torch.Tensor, fn: Callable[[torch.Tensor, slice], torch.Tensor], block: int = COLUMN_BLOCK
+) -> torch.Tensor:
+    """``fn(w, cols)`` over blocks of ``block`` input channels (columns) of ``weight`` (``[out, in]``),
+    concatenated: ``[in]`` on the CPU.
+
+    ``w`` is a contiguous float64 CPU copy of ``weight[:, cols]``, so a per-column metric never holds a
+    float64 copy of the whole matrix (360 MiB for a 7B model's ``down_proj``). ``block`` is a power of
+    two, so the blocks split the columns where torch's vectorised reductions group them anyway and each
+    column's reduction over the rows is the one of the whole matrix (a test checks it bit for bit; a
+    block of 700 columns does not match).
+    """
+    width = weight.shape[1]
+    parts = []
+    for start in range(0, width, block):
+        cols = slice(start, min(start + block, width))
+        parts.append(fn(weight.detach()[:, cols].to("cpu", torch.float64).contiguous(), cols))
+    return torch.cat(parts)
 
 
 def group_channels(channel_scores: torch.Tensor, group_width: int) -> torch.Tensor:

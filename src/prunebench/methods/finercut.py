@@ -41,6 +41,8 @@ class FinerCutConfig(MethodConfig):
     divergence (ours, labelled option). `max_steps`: 0 runs to the end as the official loop does;
     `max_ratio`: stop once the removals reach this decoder ratio (ours; 0: no limit).
     `cache_gb`: memory for the search's hidden-state cache (ours; speed only).
+    `device_cache_gb`: of that cache, at most this much on the compute device, the rest in CPU memory
+    (ours; 0: no bound; speed only, the order is the same).
     """
 
     calib_dataset: str = "wikitext2"
@@ -54,6 +56,7 @@ class FinerCutConfig(MethodConfig):
     max_steps: int = 0
     max_ratio: float = 0.0
     cache_gb: float = 8.0
+    device_cache_gb: float = 0.0
 
     def check(self) -> None:
         super().check()
@@ -67,7 +70,9 @@ class FinerCutConfig(MethodConfig):
             )
         if not 0 <= self.exclude < 1:
             raise PrunebenchError(f"exclude must be in [0, 1), got {self.exclude}")
-        check_search_budget(self.max_steps, self.max_ratio, self.batch_size, self.cache_gb)
+        check_search_budget(
+            self.max_steps, self.max_ratio, self.batch_size, self.cache_gb, self.device_cache_gb
+        )
 
 
 def module_name(removal: Removal) -> str:
@@ -241,6 +246,7 @@ class FinerCut(GreedyOrderMethod):
             steps,
             self.name,
             cache_gb=config.cache_gb,
+            device_cache_gb=config.device_cache_gb,
             stop=ratio_stop(model, config.max_ratio),
         )
         meta = {

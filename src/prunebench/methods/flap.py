@@ -64,7 +64,7 @@ import torch
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
-from prunebench.methods.channel_stats import InputStats, attach, group_channels
+from prunebench.methods.channel_stats import InputStats, attach, by_columns, group_channels
 from prunebench.methods.width_budget import (
     align_count,
     check_budget,
@@ -76,6 +76,7 @@ from prunebench.methods.width_budget import (
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import decoder_params, kv_group_params, mlp_channel_params, plan_decoder_ratio
+from prunebench.models.streaming import LayerProbe, ResidentRunner, Runner
 from prunebench.plan import LayerPlan, PruningPlan
 
 METRICS = ("WIFV", "IFV", "WIFN")
@@ -121,13 +122,13 @@ class FlapConfig(MethodConfig):
 
 
 def channel_metric(metric: str, stats: InputStats, weight: torch.Tensor) -> torch.Tensor:
-    """Per-input-channel score of a linear layer (the official ``metrics`` dict)."""
-    w = weight.detach().to("cpu", torch.float64)
+    """Per-input-channel score of a linear layer (the official ``metrics`` dict), in float64 on the CPU."""
     if metric == "IFV":
         return stats.fluctuation()
     if metric == "WIFV":
-        return stats.fluctuation() * w.pow(2).sum(dim=0)
-    return (w.abs() * stats.mean_sq_norm().sqrt()[None, :]).mean(dim=0)
+        return stats.fluctuation() * by_columns(weight, lambda w, _cols: w.pow(2).sum(dim=0))
+    norm = stats.mean_sq_norm().sqrt()
+    return by_columns(weight, lambda w, cols: (w.abs() * norm[None, cols]).mean(dim=0))
 
 
 def standardize(scores: torch.Tensor) -> torch.Tensor:
@@ -258,33 +259,36 @@ class Flap(Method):
     Config = FlapConfig
     families = ("llama", "mistral", "qwen2")
 
+    no_streaming = None
+
     def score(self, model: torch.nn.Module, calibration: torch.Tensor, config: FlapConfig) -> Scores:
         """Fluctuation scores and input means of every o_proj and down_proj (ratio-independent)."""
-        adapter = get_adapter(model)
+        return self.score_layers(ResidentRunner(model), calibration, config)
+
+    def score_layers(self, runner: Runner, calibration: torch.Tensor, config: FlapConfig) -> Scores:
+        """:meth:`score` with the model resident or streamed layer by layer (same scores)."""
+        adapter = get_adapter(runner.model)
         _check_inputs(adapter, calibration)
-        stats = {}
-        handles = []
-        for layer in range(adapter.num_layers):
+        stats: dict[tuple[int, str], InputStats] = {}
+        attn: list[torch.Tensor] = [torch.empty(0)] * adapter.num_layers
+        mlp = list(attn)
+
+        def hooks(layer: int, module: torch.nn.Module) -> list:
             stats[layer, "attn"] = InputStats(adapter.num_heads * adapter.head_dim)
             stats[layer, "mlp"] = InputStats(adapter.intermediate_size)
-            handles.append(attach(adapter.attention(layer).o_proj, stats[layer, "attn"]))
-            handles.append(attach(adapter.mlp(layer).down_proj, stats[layer, "mlp"]))
-        device = next(model.parameters()).device
-        try:
-            with torch.no_grad():
-                for batch in calibration.split(config.batch_size):
-                    model.model(input_ids=batch.to(device), use_cache=False)
-        finally:
-            for handle in handles:
-                handle.remove()
-        attn, mlp = [], []
-        for layer in range(adapter.num_layers):
-            attn.append(
-                channel_metric(config.metric, stats[layer, "attn"], adapter.attention(layer).o_proj.weight)
-            )
-            mlp.append(
-                channel_metric(config.metric, stats[layer, "mlp"], adapter.mlp(layer).down_proj.weight)
-            )
+            return [
+                attach(module.self_attn.o_proj, stats[layer, "attn"]),
+                attach(module.mlp.down_proj, stats[layer, "mlp"]),
+            ]
+
+        def attn_metric(layer: int, module: torch.nn.Module) -> None:
+            attn[layer] = channel_metric(config.metric, stats[layer, "attn"], module.self_attn.o_proj.weight)
+
+        def mlp_metric(layer: int, module: torch.nn.Module) -> None:
+            mlp[layer] = channel_metric(config.metric, stats[layer, "mlp"], module.mlp.down_proj.weight)
+
+        probe = LayerProbe(attach=hooks, finish_attention=attn_metric, finish=mlp_metric)
+        runner.run(calibration, config.batch_size, probe, "flap calibration")
         tensors = {
             "attn_score": torch.stack(attn).pow(2),
             "mlp_score": torch.stack(mlp),

@@ -100,10 +100,14 @@ def ratio_stop(model: nn.Module, max_ratio: float) -> Callable[[list[Removal]], 
     return lambda order: reaches(sum(removal_params(adapter, r) for r in order), total, max_ratio)
 
 
-def check_search_budget(max_steps: int, max_ratio: float, batch_size: int, cache_gb: float) -> None:
-    """The search-length options every greedy method shares."""
+def check_search_budget(
+    max_steps: int, max_ratio: float, batch_size: int, cache_gb: float, device_cache_gb: float = 0.0
+) -> None:
+    """The search-length and cache options every greedy method shares."""
     if max_steps < 0 or batch_size < 1 or cache_gb < 0:
         raise PrunebenchError("max_steps must be >= 0, batch_size >= 1 and cache_gb >= 0")
+    if device_cache_gb < 0:
+        raise PrunebenchError(f"device_cache_gb must be >= 0 (0: no bound), got {device_cache_gb}")
     if not 0 <= max_ratio < 1:
         raise PrunebenchError(f"max_ratio must be in [0, 1) (0: no limit), got {max_ratio}")
 
@@ -144,6 +148,11 @@ def order_from_scores(scores: Scores, model: nn.Module, name: str) -> list[Remov
 
 class GreedyOrderMethod(Method):
     """A method whose scores are a greedy removal order; `select` takes its shortest sufficient prefix."""
+
+    no_streaming = (
+        "every candidate of every step re-runs the layers after it, so a streamed search would read the "
+        "model once per candidate; its caches spill to CPU memory instead (device_cache_gb)"
+    )
 
     def select(
         self, scores: Scores, model: nn.Module, target_ratio: float, config: MethodConfig

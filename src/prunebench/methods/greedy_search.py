@@ -22,6 +22,10 @@ Speed-ups (ours; none of them changes a decision, see `greedy_reference.referenc
   layers after the winner (one forward pass per step saved).
 - `cache_gb` bounds both caches: what does not fit is kept every k-th layer (or not at all); the memo
   keeps after-attention states, and the prefix adopts the winner's, only when every layer fits.
+- `device_cache_gb` (0: no bound) bounds the part of those caches kept on the compute device
+  (`StatePlacement`): the prefix cache's first layers stay there, and the memo when all of it fits
+  too; every other state waits in CPU memory (pinned on CUDA) and is copied back when a candidate
+  starts from it. The copies are exact, so the order does not change; only time is spent.
 - **Early abandoning.** Every score is a monotone function of a sum of per-row contributions that have a
   known floor (0 for token losses). A candidate whose partial sum already proves it strictly worse than
   the best candidate so far is dropped before its remaining batches are run. Candidates are visited in
@@ -87,6 +91,7 @@ class DecoderRunner:
         self.layers = adapter.layers
         self.norm = adapter.final_norm
         self.lm_head = adapter.lm_head
+        self.device = adapter.lm_head.weight.device
         self.num_layers = len(self.layers)
         self.batches = list(batches)
         self.inputs: list[torch.Tensor] = []
@@ -161,14 +166,62 @@ class DecoderRunner:
         return self.lm_head(self.norm(hidden))
 
 
+class StatePlacement:
+    """Where a cached state lives: on the compute device while the device budget lasts, else in CPU
+    memory (pinned on CUDA). The split is fixed once from the sizes: the prefix cache's states of the
+    first `prefix_layers` layers stay on the device, and the memo's states when `memo_on_device`."""
+
+    def __init__(self, device: torch.device, prefix_layers: int, memo_on_device: bool):
+        self.device = device
+        self.prefix_layers = prefix_layers
+        self.memo_on_device = memo_on_device
+
+    @classmethod
+    def plan(
+        cls, runner: DecoderRunner, device_gb: float, prefix_stride: int, memo_stride: int, candidates: int
+    ) -> StatePlacement:
+        """Fill `device_gb` (0: no bound) with prefix-cache layers first, then the whole memo if it fits."""
+        layers = runner.num_layers
+        if not device_gb:
+            return cls(runner.device, layers, True)
+        state_bytes = max(sum(h.numel() * h.element_size() for h in runner.inputs), 1)
+        per_layer = (2 if prefix_stride == 1 else 1) * state_bytes
+        kept = int(device_gb * 2**30 // per_layer)
+        prefix_layers = min(layers, kept * (prefix_stride if prefix_stride > 1 else 1))
+        room = device_gb * 2**30 - per_layer * min(kept, math.ceil(layers / max(prefix_stride, 1)))
+        memo_bytes = 0 if memo_stride == 0 else 2 * candidates * (layers - 1) * state_bytes // memo_stride
+        return cls(runner.device, prefix_layers, memo_bytes <= room)
+
+    def keep(self, hidden: torch.Tensor, on_device: bool) -> torch.Tensor:
+        """``hidden`` as stored: itself on the device, or a copy in CPU memory (also when the device is
+        the CPU, where spilling only costs the copy)."""
+        if on_device:
+            return hidden
+        spilled = torch.empty(hidden.shape, dtype=hidden.dtype, pin_memory=self.device.type == "cuda")
+        return spilled.copy_(hidden)
+
+    def prefix(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        return self.keep(hidden, layer < self.prefix_layers)
+
+    def memo(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.keep(hidden, self.memo_on_device)
+
+    def fetch(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A stored state on the compute device."""
+        return hidden.to(self.device, non_blocking=True)
+
+
 class PrefixCache:
     """Hidden states of the current model per batch: entering layers (every `stride`-th) and after
-    attention (when `stride` is 1)."""
+    attention (when `stride` is 1), kept where `placement` says."""
 
-    def __init__(self, runner: DecoderRunner, stride: int):
+    def __init__(self, runner: DecoderRunner, stride: int, placement: StatePlacement | None = None):
         self.runner = runner
         self.stride = stride
-        self.entering: list[dict[int, torch.Tensor]] = [{0: h} for h in runner.inputs]
+        self.placement = placement or StatePlacement(runner.device, runner.num_layers, True)
+        self.entering: list[dict[int, torch.Tensor]] = [
+            {0: self.placement.prefix(0, h)} for h in runner.inputs
+        ]
         self.middle: list[dict[int, torch.Tensor]] = [{} for _ in runner.inputs]
 
     def refresh(self, removed: frozenset[Removal], from_layer: int) -> None:
@@ -178,11 +231,12 @@ class PrefixCache:
 
             def record(layer: int, kind: str, hidden: torch.Tensor, b: int = b) -> None:
                 if kind == "in" and layer % self.stride == 0 and layer >= from_layer:
-                    self.entering[b][layer] = hidden
+                    self.entering[b][layer] = self.placement.prefix(layer, hidden)
                 elif kind == "mid" and self.stride == 1 and layer >= from_layer:
-                    self.middle[b][layer] = hidden
+                    self.middle[b][layer] = self.placement.prefix(layer, hidden)
 
-            self.runner.run(self.entering[b][start], b, start, removed, record=record)
+            hidden = self.placement.fetch(self.entering[b][start])
+            self.runner.run(hidden, b, start, removed, record=record)
 
     def adopt(self, winner: Removal, states: list[dict[tuple[int, str], torch.Tensor]]) -> None:
         """Takes the winner's own states (every layer after it, per batch) as the refreshed cache.
@@ -193,16 +247,18 @@ class PrefixCache:
         """
         for b, saved in enumerate(states):
             for (layer, kind), hidden in saved.items():
-                (self.entering if kind == "in" else self.middle)[b][layer] = hidden
+                (self.entering if kind == "in" else self.middle)[b][layer] = self.placement.prefix(
+                    layer, hidden
+                )
             if winner.part != "mlp":
                 self.middle[b][winner.layer] = self.entering[b][winner.layer]
 
     def start(self, candidate: Removal, batch: int) -> tuple[torch.Tensor, int, bool]:
         """(hidden, layer, after_attention) from which a candidate's forward must start."""
         if candidate.part == "mlp" and self.stride == 1:
-            return self.middle[batch][candidate.layer], candidate.layer, True
+            return self.placement.fetch(self.middle[batch][candidate.layer]), candidate.layer, True
         layer = candidate.layer - candidate.layer % self.stride
-        return self.entering[batch][layer], layer, False
+        return self.placement.fetch(self.entering[batch][layer]), layer, False
 
 
 def _position(layer: int, kind: str) -> int:
@@ -220,9 +276,10 @@ class CandidateMemo:
     `stride`-th layer (0 = off); after-attention states only when `stride` is 1.
     """
 
-    def __init__(self, stride: int, num_layers: int):
+    def __init__(self, stride: int, num_layers: int, placement: StatePlacement | None = None):
         self.stride = stride
         self.num_layers = num_layers
+        self.placement = placement
         self.states: dict[tuple[Removal, int], dict[tuple[int, str], torch.Tensor]] = {}
 
     def start(self, candidate: Removal, batch: int) -> tuple[torch.Tensor, int, bool] | None:
@@ -231,7 +288,8 @@ class CandidateMemo:
         if not saved:
             return None
         layer, kind = max(saved, key=lambda key: _position(*key))
-        return saved[(layer, kind)], layer, kind == "mid"
+        hidden = saved[(layer, kind)]
+        return (hidden if self.placement is None else self.placement.fetch(hidden)), layer, kind == "mid"
 
     def recorder(self, candidate: Removal, batch: int) -> Callable[[int, str, torch.Tensor], None] | None:
         if self.stride == 0:
@@ -240,7 +298,7 @@ class CandidateMemo:
 
         def record(layer: int, kind: str, hidden: torch.Tensor) -> None:
             if layer > candidate.layer and (layer % self.stride == 0 if kind == "in" else self.stride == 1):
-                saved[(layer, kind)] = hidden
+                saved[(layer, kind)] = hidden if self.placement is None else self.placement.memo(hidden)
 
         return record
 
@@ -326,19 +384,24 @@ def greedy_search(
     max_steps: int,
     name: str,
     cache_gb: float = 8.0,
+    device_cache_gb: float = 0.0,
     progress: bool = True,
     stop: Callable[[list[Removal]], bool] | None = None,
 ) -> SearchResult:
     """The fast search: returns exactly what `reference_search` returns, in less time.
 
     `stop(order)`, when given, ends the search after the first step at which it is true (the order is
-    then a prefix of the longer search's).
+    then a prefix of the longer search's). `device_cache_gb` (0: no bound) keeps at most that much of
+    the caches on the compute device, the rest in CPU memory (`StatePlacement`).
     """
     with torch.no_grad():
         runner = DecoderRunner(model, batches)
         prefix_stride, memo_stride = cache_strides(runner, cache_gb, 2 * runner.num_layers)
-        cache = PrefixCache(runner, prefix_stride)
-        memo = CandidateMemo(memo_stride, runner.num_layers)
+        placement = StatePlacement.plan(
+            runner, device_cache_gb, prefix_stride, memo_stride, 2 * runner.num_layers
+        )
+        cache = PrefixCache(runner, prefix_stride, placement)
+        memo = CandidateMemo(memo_stride, runner.num_layers, placement)
         rows = [int(b.shape[0]) for b in runner.batches]
         order: list[Removal] = []
         removed: frozenset[Removal] = frozenset()

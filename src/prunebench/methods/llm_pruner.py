@@ -438,6 +438,7 @@ class LLMPruner(Method):
 
     Config = LLMPrunerConfig
     families = ("llama",)
+    no_streaming = "its Taylor importance needs the gradient of a full-model backward pass"
 
     def check_model(self, model: nn.Module, config: MethodConfig | None = None) -> None:
         """Llama only (the official scripts load ``LlamaForCausalLM``); the layer ranges must fit the model."""

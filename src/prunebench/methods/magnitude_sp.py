@@ -35,6 +35,7 @@ from prunebench.methods.cfsp import top_indices
 from prunebench.methods.width_budget import check_budget, check_round_to, round_to_deviation, uniform_counts
 from prunebench.models import get_adapter
 from prunebench.models.counting import plan_decoder_ratio
+from prunebench.models.streaming import LayerProbe, ResidentRunner, Runner
 from prunebench.plan import LayerPlan, PruningPlan
 
 
@@ -77,24 +78,35 @@ class MagnitudeSp(Method):
     families = ("llama", "mistral", "qwen2")
     uses_calibration = False
 
+    no_streaming = None
+
     def score(self, model, calibration: torch.Tensor | None, config: MagnitudeSpConfig) -> Scores:
         """Weight norms of the dense model; the calibration samples are not used."""
-        adapter = get_adapter(model)
+        return self.score_layers(ResidentRunner(model), calibration, config)
+
+    def score_layers(
+        self, runner: Runner, calibration: torch.Tensor | None, config: MagnitudeSpConfig
+    ) -> Scores:
+        """:meth:`score` reading one layer at a time (resident or streamed: the same norms)."""
+        adapter = get_adapter(runner.model)
         for i in range(adapter.num_layers):
             if (
                 adapter.kv_heads(i) != adapter.num_kv_heads
                 or adapter.mlp_channels(i) != adapter.intermediate_size
             ):
                 raise PrunebenchError(f"magnitude-sp scores a dense model; layer {i} is already pruned")
+        groups = torch.empty(adapter.num_layers, adapter.num_kv_heads)
+        channels = torch.empty(adapter.num_layers, adapter.intermediate_size)
+
+        def group_norms(i: int, layer: torch.nn.Module) -> None:
+            groups[i] = group_scores(layer.self_attn.o_proj.weight, adapter.num_kv_heads).cpu()
+
+        def channel_norms(i: int, layer: torch.nn.Module) -> None:
+            channels[i] = channel_scores(layer.mlp.down_proj.weight).cpu()
+
         with torch.no_grad():
-            groups = torch.stack(
-                [
-                    group_scores(adapter.attention(i).o_proj.weight, adapter.num_kv_heads).cpu()
-                    for i in range(adapter.num_layers)
-                ]
-            )
-            channels = torch.stack(
-                [channel_scores(adapter.mlp(i).down_proj.weight).cpu() for i in range(adapter.num_layers)]
+            runner.scan(
+                LayerProbe(finish_attention=group_norms, finish=channel_norms), "magnitude-sp weights"
             )
         meta = {
             "method": "magnitude-sp",

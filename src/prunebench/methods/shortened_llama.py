@@ -42,7 +42,9 @@ import torch.nn.functional as F
 from prunebench.errors import PrunebenchError
 from prunebench.methods import MethodConfig, register
 from prunebench.methods.block_ranking import BlockRanking, capture_layer_calls, protected_blocks, run_layer
+from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
+from prunebench.models.streaming import Runner, progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +92,8 @@ def block_removal_nll(adapter: ModelAdapter, calibration: torch.LongTensor, batc
     total = torch.zeros(n, dtype=torch.float64)
     tokens = 0
     with torch.no_grad():
-        for batch in calibration.to(_device(adapter)).split(batch_size):
+        batches = calibration.to(_device(adapter)).split(batch_size)
+        for batch in progress(batches, "shortened-ppl calibration", unit="batch"):
             calls = capture_layer_calls(adapter, batch)
             dense = calls.first_input
             for i in range(n):
@@ -121,7 +124,8 @@ def block_taylor(adapter: ModelAdapter, calibration: torch.LongTensor, batch_siz
         for p in (p for block in weights for p in block):
             p.requires_grad_(True)
         with torch.enable_grad():
-            for batch in calibration.to(_device(adapter)).split(batch_size):
+            batches = calibration.to(_device(adapter)).split(batch_size)
+            for batch in progress(batches, "shortened-taylor calibration", unit="batch"):
                 model(input_ids=batch, labels=batch, use_cache=False).loss.backward()
         scores = [
             sum(
@@ -168,7 +172,12 @@ class ShortenedPPL(_ShortenedLlama):
 
     criterion = "ppl"
     score_key = "block_nll"
-    measure = staticmethod(block_removal_nll)
+    no_streaming = (
+        "each block's score runs the blocks after it on the state before it (not implemented streamed)"
+    )
+
+    def measure(self, runner: Runner, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
+        return block_removal_nll(get_adapter(runner.model), calibration, batch_size)
 
 
 @register("shortened-taylor")
@@ -181,4 +190,7 @@ class ShortenedTaylor(_ShortenedLlama):
     Config = ShortenedTaylorConfig
     criterion = "taylor"
     score_key = "block_taylor"
-    measure = staticmethod(block_taylor)
+    no_streaming = "the Taylor criterion needs the gradient of a full-model backward pass"
+
+    def measure(self, runner: Runner, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
+        return block_taylor(get_adapter(runner.model), calibration, batch_size)

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods import MethodConfig, register
-from prunebench.methods.block_ranking import BlockRanking, layer_io_hooks
-from prunebench.models.adapter import ModelAdapter
+from prunebench.methods.block_ranking import BlockRanking
+from prunebench.models import get_adapter
+from prunebench.models.streaming import LayerProbe, Runner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,19 +50,20 @@ class ShortGPTConfig(MethodConfig):
             raise PrunebenchError(f"batch_size must be > 0, got {self.batch_size}")
 
 
-def block_influence(adapter: ModelAdapter, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
-    """BI_i = 1 − token-mean cos(input of layer i, output of layer i), pre-norm states (step 2)."""
-    n = adapter.num_layers
+def block_influence(runner: Runner, calibration: torch.LongTensor, batch_size: int) -> torch.Tensor:
+    """BI_i = 1 − token-mean cos(input of layer i, output of layer i), pre-norm states (step 2).
+
+    ``runner``: the model resident (:class:`~prunebench.models.streaming.ResidentRunner`) or streamed
+    layer by layer (:class:`~prunebench.models.streaming.StreamingRunner`); the values are the same.
+    """
+    n = get_adapter(runner.model).num_layers
     cos_sum = torch.zeros(n, dtype=torch.float64)
 
     def accumulate(index: int, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
         cos = F.cosine_similarity(inputs.float(), outputs.float(), dim=-1)
         cos_sum[index] += float(cos.double().sum())
 
-    device = adapter.embed_tokens.weight.device
-    with torch.no_grad(), layer_io_hooks(adapter, accumulate):
-        for batch in calibration.to(device).split(batch_size):
-            adapter.model.model(input_ids=batch, use_cache=False)
+    runner.run(calibration, batch_size, LayerProbe(on_output=accumulate), "shortgpt calibration")
     return 1.0 - cos_sum / calibration.numel()
 
 
@@ -75,3 +77,4 @@ class ShortGPT(BlockRanking):
     Config = ShortGPTConfig
     score_key = "block_influence"
     measure = staticmethod(block_influence)
+    no_streaming = None

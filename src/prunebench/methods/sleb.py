@@ -34,6 +34,8 @@ class SlebConfig(MethodConfig):
     `max_steps`: blocks to search (`num_remove_blocks`); 0 searches every removable block.
     `max_ratio`: stop once the removed blocks reach this decoder ratio (ours; 0: no limit).
     `cache_gb`: memory for the search's hidden-state cache (ours; speed only).
+    `device_cache_gb`: of that cache, at most this much on the compute device, the rest in CPU memory
+    (ours; 0: no bound; speed only, the order is the same).
     """
 
     calib_dataset: str = "wikitext2"
@@ -46,12 +48,15 @@ class SlebConfig(MethodConfig):
     max_steps: int = 0
     max_ratio: float = 0.0
     cache_gb: float = 8.0
+    device_cache_gb: float = 0.0
 
     def check(self) -> None:
         super().check()
         if min(self.early_barrier, self.latter_barrier) < 0:
             raise PrunebenchError("early_barrier and latter_barrier must be >= 0")
-        check_search_budget(self.max_steps, self.max_ratio, self.batch_size, self.cache_gb)
+        check_search_budget(
+            self.max_steps, self.max_ratio, self.batch_size, self.cache_gb, self.device_cache_gb
+        )
 
 
 class SummedNll(Criterion):
@@ -130,6 +135,7 @@ class Sleb(GreedyOrderMethod):
             self._steps(model, config),
             self.name,
             cache_gb=config.cache_gb,
+            device_cache_gb=config.device_cache_gb,
             stop=ratio_stop(model, config.max_ratio),
         )
         return scores_from_search(result, {"num_layers": num_layers, "unit": "block", "score": "summed NLL"})

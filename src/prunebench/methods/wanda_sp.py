@@ -36,7 +36,6 @@ official ``prune_wanda_sp`` at every ratio tried (docs/fidelity/wanda-sp.md).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +51,7 @@ from prunebench.methods.width_budget import check_budget, check_round_to, round_
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import plan_decoder_ratio
+from prunebench.models.streaming import LayerProbe, ResidentLayers, ResidentRunner, Runner, StreamingRunner
 from prunebench.plan import PruningPlan
 
 EXTENSIONS = [
@@ -86,44 +86,6 @@ def wanda_scores(stats: InputStats, weight: torch.Tensor) -> torch.Tensor:
     return (w.abs() * stats.mean_sq_norm().sqrt()[None, :]).mean(dim=0)
 
 
-class _Captured(Exception):
-    """Stops the forward pass once the first decoder layer's inputs are captured."""
-
-
-def first_layer_inputs(
-    model: nn.Module, calibration: torch.Tensor, batch_size: int
-) -> list[tuple[torch.Tensor, dict[str, Any]]]:
-    """Hidden states and keyword arguments (mask, positions, rotary embeddings) given to layer 0, per batch."""
-    adapter = get_adapter(model)
-    captured: list[tuple[torch.Tensor, dict[str, Any]]] = []
-
-    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-        kwargs = dict(kwargs)
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        captured.append((hidden, kwargs))
-        raise _Captured
-
-    handle = adapter.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for batch in calibration.split(batch_size):
-                with contextlib.suppress(_Captured):
-                    model.model(input_ids=batch.to(device), use_cache=False)
-    finally:
-        handle.remove()
-    return captured
-
-
-def _run(layer: nn.Module, inputs: list[tuple[torch.Tensor, dict[str, Any]]]) -> list[torch.Tensor]:
-    outputs = []
-    with torch.no_grad():
-        for hidden, kwargs in inputs:
-            out = layer(hidden, **kwargs)
-            outputs.append(out[0] if isinstance(out, tuple) else out)
-    return outputs
-
-
 def _masked_copy(layer: nn.Module, attn_cols: torch.Tensor, mlp_cols: torch.Tensor) -> nn.Module:
     """A copy of ``layer`` whose removed o_proj / down_proj input columns are zero (same output as slicing)."""
     pruned = copy.deepcopy(layer)
@@ -144,9 +106,15 @@ class WandaSp(Method):
     families = ("llama", "mistral", "qwen2")
     ratio_dependent = True
 
+    no_streaming = None
+
     def score(self, model: nn.Module, calibration: torch.Tensor, config: WandaSpConfig) -> Scores:
         """Check the inputs and store the calibration tokens (the only ratio-independent part)."""
-        adapter = get_adapter(model)
+        return self.score_layers(ResidentRunner(model), calibration, config)
+
+    def score_layers(self, runner: Runner, calibration: torch.Tensor, config: WandaSpConfig) -> Scores:
+        """:meth:`score` on any runner: no weights are read (the pass runs in :meth:`select`)."""
+        adapter = get_adapter(runner.model)
         if not adapter.is_dense():
             raise PrunebenchError("wanda-sp scores a dense model, but this model is already pruned")
         if calibration.dim() != 2 or calibration.dtype != torch.long or calibration.shape[0] < 1:
@@ -213,21 +181,25 @@ class WandaSp(Method):
         if remove_heads == 0 and remove_channels == 0:
             full = torch.ones(adapter.num_layers, adapter.num_kv_heads, dtype=torch.bool)
             return full, torch.ones(adapter.num_layers, adapter.intermediate_size, dtype=torch.bool)
-        inputs = first_layer_inputs(adapter.model, input_ids, config.batch_size)
-        for i in range(adapter.num_layers):
-            layer = adapter.layers[i]
-            o_proj, down_proj = adapter.attention(i).o_proj, adapter.mlp(i).down_proj
-            attn_stats, mlp_stats = InputStats(o_proj.in_features), InputStats(down_proj.in_features)
-            handles = [attach(o_proj, attn_stats), attach(down_proj, mlp_stats)]
-            try:
-                _run(layer, inputs)
-            finally:
-                for handle in handles:
-                    handle.remove()
-            heads = group_channels(wanda_scores(attn_stats, o_proj.weight), width).sum(dim=-1)
+        stats: dict[str, InputStats] = {}
+
+        def hooks(i: int, layer: nn.Module) -> list:
+            o_proj, down_proj = layer.self_attn.o_proj, layer.mlp.down_proj
+            stats["attn"], stats["mlp"] = InputStats(o_proj.in_features), InputStats(down_proj.in_features)
+            return [attach(o_proj, stats["attn"]), attach(down_proj, stats["mlp"])]
+
+        def keep(i: int, layer: nn.Module) -> None:
+            o_proj, down_proj = layer.self_attn.o_proj, layer.mlp.down_proj
+            heads = group_channels(wanda_scores(stats["attn"], o_proj.weight), width).sum(dim=-1)
             attn_keep.append(keep_uniform(heads[None], remove_heads)[0])
-            mlp_keep.append(keep_uniform(wanda_scores(mlp_stats, down_proj.weight)[None], remove_channels)[0])
-            pruned = _masked_copy(layer, attn_keep[-1].repeat_interleave(width), mlp_keep[-1])
-            outputs = _run(pruned, inputs)
-            inputs = [(out, kwargs) for out, (_, kwargs) in zip(outputs, inputs, strict=True)]
+            mlp_keep.append(
+                keep_uniform(wanda_scores(stats["mlp"], down_proj.weight)[None], remove_channels)[0]
+            )
+
+        def pruned(i: int, layer: nn.Module) -> nn.Module:
+            return _masked_copy(layer, attn_keep[-1].repeat_interleave(width), mlp_keep[-1])
+
+        runner = StreamingRunner(ResidentLayers(adapter.model), adapter.embed_tokens.weight.device)
+        probe = LayerProbe(attach=hooks, finish=keep, carry=pruned)
+        runner.run(input_ids, config.batch_size, probe, "wanda-sp sequential pass")
         return torch.stack(attn_keep), torch.stack(mlp_keep)

@@ -20,7 +20,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.io import OutputKind, atomic_directory
 from prunebench.models import modeling_prunebench
 from prunebench.models.adapter import SUPPORTED_FAMILIES, get_adapter
-from prunebench.models.device import check_device
+from prunebench.models.device import check_device, check_gpus
 from prunebench.models.files import check_weights, read_config
 from prunebench.models.hub import check_hub_model
 from prunebench.models.integrity import check_finite_weights
@@ -137,9 +137,17 @@ def skeleton_of(config: PretrainedConfig, model_class: type = AutoModelForCausal
 
 
 def load_pretrained(
-    name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    name_or_path: str | os.PathLike,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    gpus: int = 1,
+    gpu_memory: int | None = None,
 ) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
     """Load a dense or pruned causal LM and its tokenizer (``None`` when the directory has none).
+
+    ``gpus > 1`` splits the model layer-wise over CUDA devices 0..gpus-1 with accelerate
+    (``device_map="auto"``), at most ``gpu_memory`` bytes on each when given; inputs then go to the
+    first device (``cuda:0``) and accelerate's hooks move the states between devices.
 
     Checked first: the device (valid and here), a local directory's files (config, safetensors
     headers against the file sizes; pickled weights refused) and family, or, for a name of the form
@@ -148,16 +156,23 @@ def load_pretrained(
     ``PrunebenchError``; only safetensors weights are ever read.
     """
     check_device(str(device))
+    check_gpus(str(device), gpus)
     model_class = _model_class(name_or_path)
+    split = {}
+    if gpus > 1:
+        memory = {i: gpu_memory or torch.cuda.get_device_properties(i).total_memory for i in range(gpus)}
+        split = {"device_map": "auto", "max_memory": memory}
     try:
         model = model_class.from_pretrained(
-            str(name_or_path), dtype=dtype, use_safetensors=True, **pinned(name_or_path)
+            str(name_or_path), dtype=dtype, use_safetensors=True, **pinned(name_or_path), **split
         )
     except (RuntimeError, ValueError, OSError) as exc:
         raise PrunebenchError(f"cannot load model {name_or_path}: {str(exc).splitlines()[0]}") from None
     get_adapter(model)
     check_finite_weights(model, str(name_or_path))
-    model.to(device).eval()
+    if not split:
+        model.to(device)
+    model.eval()
     return model, load_tokenizer(name_or_path)
 
 

@@ -51,3 +51,28 @@ def check_device(name: str) -> str:
     if problem is not None:
         raise PrunebenchError(f"device {name!r} cannot be used: {problem}")
     return name
+
+
+def check_gpus(device: str, gpus: int) -> None:
+    """``gpus`` devices of type ``device`` for one model split over them (``device_map="auto"``).
+
+    ``PrunebenchError`` when ``gpus`` is below 1, when more than one is asked of a device that is not
+    CUDA, or when this machine has fewer CUDA devices than ``gpus`` (checked before any loading).
+    """
+    if gpus < 1:
+        raise PrunebenchError(f"gpus must be at least 1, got {gpus}")
+    if gpus == 1:
+        return
+    if parse_device(device).type != "cuda":
+        raise PrunebenchError(f"gpus: {gpus} splits a model over CUDA devices; device {device!r} is not one")
+    count = torch.cuda.device_count() if torch.backends.cuda.is_built() else 0
+    if gpus > count:
+        raise PrunebenchError(
+            f"gpus: {gpus} asks for more CUDA devices than this machine has ({count} visible"
+            + (
+                f", CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}"
+                if "CUDA_VISIBLE_DEVICES" in os.environ
+                else ""
+            )
+            + ")"
+        )

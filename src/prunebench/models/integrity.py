@@ -74,12 +74,13 @@ def dense_shapes(model: nn.Module) -> dict[str, Any]:
 def _fingerprinted(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     adapter = get_adapter(model)
     first, last = adapter.layers[0], adapter.layers[adapter.num_layers - 1]
-    return [
-        ("embed_tokens", adapter.embed_tokens.weight),
-        ("layers.0.q_proj", first.self_attn.q_proj.weight),
-        (f"layers.{adapter.num_layers - 1}.down_proj", last.mlp.down_proj.weight),
-        ("norm", adapter.final_norm.weight),
-    ]
+    tensors = (
+        adapter.embed_tokens.weight,
+        first.self_attn.q_proj.weight,
+        last.mlp.down_proj.weight,
+        adapter.final_norm.weight,
+    )
+    return list(zip(fingerprint_names(adapter.num_layers), tensors, strict=True))
 
 
 def sample_positions(numel: int, samples: int) -> torch.Tensor:
@@ -105,14 +106,35 @@ def fingerprint(model: nn.Module) -> dict[str, str]:
     different dtypes the values are rounded differently, so :func:`check_fingerprint` compares
     fingerprints only when their dtypes are equal.
     """
-    digest = hashlib.sha256()
     tensors = _fingerprinted(model)
+    samples = []
     for name, tensor in tensors:
         flat = tensor.detach().reshape(-1)
         index = sample_positions(flat.numel(), FINGERPRINT_SAMPLES)
-        digest.update(f"{name}:{tuple(tensor.shape)}:".encode())
-        digest.update(flat[index.to(flat.device)].to("cpu", torch.float32).numpy().tobytes())
-    return {"sha256": digest.hexdigest(), "dtype": str(tensors[0][1].dtype).removeprefix("torch.")}
+        samples.append((name, tuple(tensor.shape), flat[index.to(flat.device)]))
+    return fingerprint_of(samples, tensors[0][1].dtype)
+
+
+def fingerprint_names(num_layers: int) -> dict[str, str]:
+    """The checkpoint names of the tensors :func:`fingerprint` samples, by their fingerprint name."""
+    return {
+        "embed_tokens": "model.embed_tokens.weight",
+        "layers.0.q_proj": "model.layers.0.self_attn.q_proj.weight",
+        f"layers.{num_layers - 1}.down_proj": f"model.layers.{num_layers - 1}.mlp.down_proj.weight",
+        "norm": "model.norm.weight",
+    }
+
+
+def fingerprint_of(
+    samples: list[tuple[str, tuple[int, ...], torch.Tensor]], dtype: torch.dtype
+) -> dict[str, str]:
+    """:func:`fingerprint` from ``(name, shape, sampled values)`` of its four tensors, taken in ``dtype``
+    (for a model read tensor by tensor, :class:`~prunebench.models.streaming.SafetensorsLayers`)."""
+    digest = hashlib.sha256()
+    for name, shape, values in samples:
+        digest.update(f"{name}:{shape}:".encode())
+        digest.update(values.to("cpu", torch.float32).numpy().tobytes())
+    return {"sha256": digest.hexdigest(), "dtype": str(dtype).removeprefix("torch.")}
 
 
 def check_shapes(recorded: dict[str, Any] | None, model: nn.Module, what: str) -> None:

@@ -26,7 +26,7 @@ from prunebench.io import OutputKind, atomic_directory, check_output
 from prunebench.models import load_pretrained, save_pretrained
 from prunebench.models.checkpoint import load_tokenizer
 from prunebench.models.context import check_context
-from prunebench.models.device import check_device
+from prunebench.models.device import check_device, check_gpus
 from prunebench.plan import PruningPlan
 from prunebench.recovery.config import Budget, RecoveryConfig
 from prunebench.recovery.cpt import optimizer_settings, prepare_full_training
@@ -153,8 +153,13 @@ def recover(
     dtype: torch.dtype = torch.float32,
     show_progress: bool = True,
     encoding: str = DEFAULT_ENCODING,
+    gpus: int = 1,
+    gpu_memory: int | None = None,
 ) -> dict:
     """Recover a pruned model; returns the summary (also written to ``out_dir/summary.json``).
+
+    ``gpus > 1`` (with ``gpu_memory`` bytes at most on each) trains the model split over CUDA devices
+    (accelerate ``device_map="auto"``; batches enter on the first).
 
     ``data`` feeds every phase except that ``lora_data`` (default: ``data``) feeds LoRA phases (e.g.
     C4 for CPT, Alpaca for LoRA); local data files are read as ``encoding``. CPT phases stream
@@ -196,6 +201,12 @@ def recover(
     parallel.share(config.batch_size, config.micro_batch)
     precision = precision_for(dtype, dev)
 
+    check_gpus(str(dev), gpus)
+    if gpus > 1 and parallel.world > 1:
+        raise PrunebenchError(
+            f"a model split over {gpus} GPUs trains in one process, not in {parallel.world} data-parallel "
+            "processes: give the model gpus: 1 or the recovery variant gpus: 1"
+        )
     tokenizer = load_tokenizer(model_dir)
     if tokenizer is None:
         raise PrunebenchError(f"{model_dir!r} has no tokenizer: recovery needs one to read its data")
@@ -221,7 +232,7 @@ def recover(
     # Trainable weights in float32 (master weights): CPT trains every weight; LoRA's adapters are
     # float32 over a frozen base in the model's dtype.
     load_dtype = torch.float32 if "cpt" in spec.phases else dtype
-    model, _ = load_pretrained(model_dir, dtype=load_dtype, device=str(dev))
+    model, _ = load_pretrained(model_dir, dtype=load_dtype, device=str(dev), gpus=gpus, gpu_memory=gpu_memory)
     if "lora" in spec.phases:
         lora_targets(model, config.target_modules)
     lora_source = lora_data or data

@@ -18,7 +18,7 @@ from prunebench.data.text import check_text_source
 from prunebench.errors import PrunebenchError, warn
 from prunebench.files import check_encoding
 from prunebench.models.context import context_length
-from prunebench.models.device import check_device
+from prunebench.models.device import check_device, check_gpus
 from prunebench.recovery.data import check_data_source
 from prunebench.recovery.stream import is_local_corpus, is_streamed_source
 from prunebench.recovery.variants import get_variant
@@ -51,6 +51,8 @@ def _check_devices(config: dict[str, Any], problems: Problems) -> None:
     for model, spec in config["models"].items():
         with problems.under(f"config.models.{model}.device"):
             check_device(spec["device"])
+        with problems.under(f"config.models.{model}.gpus"):
+            check_gpus(spec["device"], spec["gpus"])
 
 
 def _skeleton(model: str, spec: dict[str, Any], problems: Problems) -> nn.Module | None:

@@ -134,6 +134,32 @@ def _check_finite(value: Any, problems: Problems, where: str = "config") -> None
         _check_finite(item, problems, f"{where}.{key}")
 
 
+def _check_placement(name: str, spec: dict[str, Any], problems: Problems) -> None:
+    """``gpus`` only on CUDA, sizes that parse, a budget only with ``stream``, streaming from local files."""
+    where = f"config.models.{name}"
+    if spec["gpus"] > 1 and not spec["device"].startswith("cuda"):
+        problems.add(
+            f"{where}.gpus",
+            f"gpus: {spec['gpus']} splits a model over CUDA devices; device is {spec['device']!r}",
+        )
+    if spec["gpus"] > 1 and spec["stream"]:
+        problems.add(
+            f"{where}.stream", "a streamed pass runs on one device: give stream or gpus > 1, not both"
+        )
+    from prunebench.models.streaming import parse_bytes  # torch: only for a config that names a size
+
+    for key in ("gpu_memory", "device_budget"):
+        if key in spec:
+            with problems.under(f"{where}.{key}"):
+                parse_bytes(spec[key], key)
+    if "gpu_memory" in spec and spec["gpus"] == 1:
+        problems.add(f"{where}.gpu_memory", "gpu_memory limits a model split over GPUs: set gpus > 1")
+    if "device_budget" in spec and not spec["stream"]:
+        problems.add(f"{where}.device_budget", "a device budget applies to a streamed pass: set stream: true")
+    if spec["stream"] and "path" in spec and not Path(spec["path"]).is_dir():
+        problems.add(f"{where}.stream", f"streaming reads a local model directory; {spec['path']!r} is none")
+
+
 def _check_semantics(config: dict[str, Any], problems: Problems) -> None:
     """What a schema cannot say, without reading files: names, methods and their options, model
     sources, devices, the text encoding, ratios and recovery selections."""
@@ -149,6 +175,7 @@ def _check_semantics(config: dict[str, Any], problems: Problems) -> None:
         _check_model_source(name, spec, study_root(config), problems)
         with problems.under(f"config.models.{name}.device"):
             parse_device(spec["device"])
+        _check_placement(name, spec, problems)
     with problems.under("config.text_encoding"):
         check_encoding(config["text_encoding"])
     _check_data_revisions(config, problems)

@@ -48,3 +48,24 @@ def params_argv(params: dict[str, Any]) -> list[str]:
         text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
         argv += ["--param", f"{key}={text}"]
     return argv
+
+
+def device_argv(spec: dict[str, Any]) -> list[str]:
+    """``--dtype``, ``--device`` and, for a model split over GPUs, ``--gpus``/``--gpu-memory`` of a model spec."""
+    argv = ["--dtype", spec["dtype"], "--device", spec["device"]]
+    if spec.get("gpus", 1) > 1:
+        argv += ["--gpus", str(spec["gpus"])]
+        if spec.get("gpu_memory"):
+            argv += ["--gpu-memory", str(spec["gpu_memory"])]
+    return argv
+
+
+def stream_argv(spec: dict[str, Any], method: str) -> list[str]:
+    """``--stream`` (and ``--device-budget``) when the model spec asks to stream and the method can."""
+    from prunebench.methods import get_method
+
+    if not spec.get("stream") or get_method(method).no_streaming is not None:
+        return []
+    return ["--stream"] + (
+        ["--device-budget", str(spec["device_budget"])] if spec.get("device_budget") else []
+    )
