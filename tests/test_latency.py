@@ -13,6 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from prunebench.cli import main
 from prunebench.errors import PrunebenchError
 from prunebench.evaluation import latency
+from prunebench.evaluation.engines import EagerRunner
 from prunebench.evaluation.latency import (
     DOES_NOT_FIT,
     LatencyConfig,
@@ -313,4 +314,4 @@ def test_prefill_and_decode_use_the_cache_api_without_deprecation_warnings(dense
     for model in (dense, pruned):
         with warnings.catch_warnings():
             warnings.simplefilter("error", FutureWarning)
-            latency.run_once(model, ids, 3, latency._Clock(torch.device("cpu")))
+            latency.run_once(EagerRunner(model), ids, 3, latency._Clock(torch.device("cpu")))
