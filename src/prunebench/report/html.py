@@ -223,8 +223,10 @@ def findings_sections(findings: pd.DataFrame) -> list[dict[str, Any]]:
         ["model", "target_ratio", "recovery"], sort=False
     ):
         pruned = group[group["method"] != DENSE]
-        ppl_best = list(pruned.loc[pruned["ppl_rank"] == 1, "method_label"])
-        acc_best = list(pruned.loc[pruned["accuracy_rank"] == 1, "method_label"])
+        ppl_best = list(pruned[pruned["ppl_rank"] == 1].sort_values("ppl")["method_label"])
+        acc_best = list(
+            pruned[pruned["accuracy_rank"] == 1].sort_values("accuracy", ascending=False)["method_label"]
+        )
         fastest = pruned.dropna(subset=["decode_speedup"]).sort_values("decode_speedup", ascending=False)
         answer = [_named("lowest perplexity", ppl_best), _named("highest accuracy", acc_best)]
         if not fastest.empty:
