@@ -88,11 +88,12 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.methods.channel_stats import InputStats, attach
 from prunebench.methods.flap import keep_uniform, layer_plans
-from prunebench.methods.wanda_sp import first_layer_inputs, wanda_scores
+from prunebench.methods.wanda_sp import wanda_scores
 from prunebench.methods.width_budget import TOLERANCE, Costs
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
 from prunebench.models.counting import plan_decoder_ratio
+from prunebench.models.streaming import capture_first_call
 from prunebench.plan import PruningPlan
 
 ESTIMATORS = ("official", "score_function")
@@ -244,7 +245,11 @@ def initial_scores(
     """The Wanda-sp initialisation (step 2): ``(attn [L, H_kv], mlp [L, m])`` float32 scores and the
     metrics and init masks (``{"attn_metric", "mlp_metric", "attn_init", "mlp_init"}``)."""
     n_kv, g, hd = adapter.num_kv_heads, adapter.group_size, adapter.head_dim
-    inputs = first_layer_inputs(adapter.model, input_ids, batch_size)
+    device = adapter.embed_tokens.weight.device
+    inputs = [
+        capture_first_call(adapter.model.model, adapter.layers[0], batch.to(device))
+        for batch in input_ids.split(batch_size)
+    ]
     attn_scores, mlp_scores = [], []
     extra: dict[str, list[torch.Tensor]] = {
         "attn_metric": [],
