@@ -117,7 +117,7 @@ def test_check_cluster_raises_one_error_from_scontrol(monkeypatch):
 
 FAKE_SLURM = {
     # A one-node cluster of 2 CPUs (the machine docs/slurm.md's hand test used to advertise): the
-    # profile's GPU rules ask 4. sbatch records any submission (there must be none).
+    # profile's model rules ask 4 (and no GPU for the CPU model). sbatch records any submission (none).
     "scontrol": """case "$*" in
   *"show node"*) echo "NodeName=localhost CPUTot=2 RealMemory=21700 Gres=gpu:2 Partitions=debug State=IDLE" ;;
   *"show partition"*) echo "PartitionName=debug Default=YES MaxTime=UNLIMITED Nodes=localhost" ;;
@@ -185,7 +185,7 @@ def test_the_workflow_stops_before_submitting_jobs_no_node_can_run(tmp_path):
         in run.stderr
     )
     assert (
-        "job score (model=tiny, library_method=magnitude-sp) asks 4 CPUs, 4000 MB, 1 GPUs, 16 min; no node "
+        "job score (model=tiny, library_method=magnitude-sp) asks 4 CPUs, 4000 MB, 0 GPUs, 16 min; no node "
         "of partition debug has that (localhost: 2 CPUs, 21700 MB, 2 GPUs)"
     ) in run.stderr
     assert not (bin_dir / "submitted").exists()
