@@ -131,8 +131,10 @@ def _method_options(config: dict[str, Any]) -> list[str]:
 
 def _revision(entry: dict[str, Any] | None) -> str:
     """``, revision main = commit 0123456789ab`` of a Hub entry of the preflight record; else ``""``."""
-    if not entry or "revision" not in entry:
-        return ", local" if entry else ""
+    if not entry or entry.get("kind") == "gguf file":  # an imported GGUF file says where it came from
+        return ""
+    if "revision" not in entry:
+        return ", local"
     commit = entry.get("commit")
     return (
         f", revision {entry['revision']} = commit {commit}"
