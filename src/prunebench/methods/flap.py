@@ -235,6 +235,29 @@ def compensation(
     return out
 
 
+def width_plan(
+    adapter: ModelAdapter,
+    method: str,
+    config: MethodConfig,
+    target_ratio: float,
+    attn_keep: torch.Tensor,
+    mlp_keep: torch.Tensor,
+    notes: dict,
+) -> PruningPlan:
+    """The plan keeping ``attn_keep`` [L, H_kv] KV groups and ``mlp_keep`` [L, m] channels (no bias
+    compensation), its achieved decoder ratio added to ``notes``."""
+    plan = PruningPlan(
+        base_model=adapter.name,
+        method=method,
+        params=config.to_dict(),
+        target_ratio=target_ratio,
+        layers=layer_plans(attn_keep, mlp_keep),
+        notes=notes,
+    )
+    notes["achieved_decoder_ratio"] = plan_decoder_ratio(adapter, plan)
+    return plan
+
+
 def layer_plans(attn_keep: torch.Tensor, mlp_keep: torch.Tensor) -> dict[int, LayerPlan]:
     """Per-layer kept KV groups and channels; ``None`` where a part is kept whole."""
     plans = {}

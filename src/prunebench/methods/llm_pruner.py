@@ -83,11 +83,10 @@ from transformers import PreTrainedTokenizerBase
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
-from prunebench.methods.flap import layer_plans
+from prunebench.methods.flap import width_plan
 from prunebench.methods.width_budget import Costs, UniformCounts, check_budget, closest, first_ratio
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
-from prunebench.models.counting import plan_decoder_ratio
 from prunebench.plan import PruningPlan
 
 IMPORTANCES = ("param_first", "param_second", "param_mix", "vectorize")
@@ -519,16 +518,7 @@ class LLMPruner(Method):
             "grouping_strategy": config.grouping_strategy,
             "gqa_alignment": config.gqa_alignment if adapter.group_size > 1 else "n/a (MHA)",
         }
-        plan = PruningPlan(
-            base_model=adapter.name,
-            method="llm-pruner",
-            params=config.to_dict(),
-            target_ratio=target_ratio,
-            layers=layer_plans(attn_keep, mlp_keep),
-            notes=notes,
-        )
-        notes["achieved_decoder_ratio"] = plan_decoder_ratio(adapter, plan)
-        return plan
+        return width_plan(adapter, "llm-pruner", config, target_ratio, attn_keep, mlp_keep, notes)
 
 
 def _check_scores(scores: Scores, adapter: ModelAdapter, config: LLMPrunerConfig) -> None:

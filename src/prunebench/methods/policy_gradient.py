@@ -87,12 +87,11 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.methods.channel_stats import InputStats, attach
-from prunebench.methods.flap import keep_uniform, layer_plans
+from prunebench.methods.flap import keep_uniform, width_plan
 from prunebench.methods.wanda_sp import wanda_scores
 from prunebench.methods.width_budget import TOLERANCE, Costs
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
-from prunebench.models.counting import plan_decoder_ratio
 from prunebench.models.streaming import capture_first_call
 from prunebench.plan import PruningPlan
 
@@ -581,16 +580,7 @@ class PolicyGradient(Method):
             "layers_without_kv_group": empty_attn,
             "layers_without_channel": empty_mlp,
         }
-        plan = PruningPlan(
-            base_model=adapter.name,
-            method="policy-gradient",
-            params=config.to_dict(),
-            target_ratio=target_ratio,
-            layers=layer_plans(attn_keep, mlp_keep),
-            notes=notes,
-        )
-        notes["achieved_decoder_ratio"] = plan_decoder_ratio(adapter, plan)
-        return plan
+        return width_plan(adapter, "policy-gradient", config, target_ratio, attn_keep, mlp_keep, notes)
 
 
 def _check_scores(scores: Scores, adapter: ModelAdapter) -> None:

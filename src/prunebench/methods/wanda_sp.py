@@ -46,11 +46,10 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
 from prunebench.methods.channel_stats import InputStats, attach, group_channels
-from prunebench.methods.flap import keep_uniform, layer_plans
+from prunebench.methods.flap import keep_uniform, width_plan
 from prunebench.methods.width_budget import check_budget, check_round_to, round_to_deviation, uniform_counts
 from prunebench.models import get_adapter
 from prunebench.models.adapter import ModelAdapter
-from prunebench.models.counting import plan_decoder_ratio
 from prunebench.models.streaming import LayerProbe, ResidentLayers, ResidentRunner, Runner, StreamingRunner
 from prunebench.plan import PruningPlan
 
@@ -157,16 +156,7 @@ class WandaSp(Method):
         attn_keep, mlp_keep = self._sequential(
             adapter, scores.tensors["input_ids"], counts.kv_groups_removed, counts.channels_removed, config
         )
-        plan = PruningPlan(
-            base_model=adapter.name,
-            method="wanda-sp",
-            params=config.to_dict(),
-            target_ratio=target_ratio,
-            layers=layer_plans(attn_keep, mlp_keep),
-            notes=notes,
-        )
-        notes["achieved_decoder_ratio"] = plan_decoder_ratio(adapter, plan)
-        return plan
+        return width_plan(adapter, "wanda-sp", config, target_ratio, attn_keep, mlp_keep, notes)
 
     def _sequential(
         self,
