@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 import torch
 from transformers import (
@@ -55,8 +57,14 @@ def make_tiny_model(family: str = "llama3", seed: int = 0, **overrides) -> torch
     return model
 
 
+# ASCII letters, digits, common punctuation, space (Ġ) and newline (Ċ) in byte-level form: a fixed,
+# ordered alphabet. ``ByteLevel.alphabet()`` is a set whose order changes between processes, so
+# slicing it made the vocabulary (and ids past the models' 96 rows) differ from run to run.
+BYTE_LEVEL_ALPHABET = [*sorted(set(string.ascii_letters + string.digits + ".,;:!?'\"-()")), "Ġ", "Ċ"]
+
+
 def make_tiny_tokenizer(text: str, vocab_size: int = 96) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on ``text`` (no BOS added automatically)."""
+    """A byte-level BPE tokenizer trained on ``text``, at most ``vocab_size`` ids (no BOS added automatically)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -65,7 +73,7 @@ def make_tiny_tokenizer(text: str, vocab_size: int = 96) -> PreTrainedTokenizerF
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:80],
+        initial_alphabet=BYTE_LEVEL_ALPHABET,
     )
     tok.train_from_iterator([text], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
