@@ -70,3 +70,26 @@ def test_one_out_per_pair_is_required(tmp_path, capsys):
         "prunebench: error: 1 --out for 1 --text x 2 --seqlen = 2 results; give one --out per pair"
         in capsys.readouterr().err
     )
+
+
+def test_each_text_is_read_from_its_own_split(tmp_path):
+    """The same source twice, at two splits (as a study's ``splits: {ptb: validation}`` gives): each result
+    equals a run on that split alone and records it."""
+    outs = [tmp_path / "validation.json", tmp_path / "test.json"]
+    argv = ["eval", "ppl", "--model", MODEL, "--seqlen", "16", "--max-windows", "3"]
+    both = ["--text", CORPUS, "--split", "validation", "--text", CORPUS, "--split", "test"]
+    assert main([*argv, *both, *(f"--out={o}" for o in outs)]) == 0
+    for out, split in zip(outs, ("validation", "test"), strict=True):
+        alone = tmp_path / f"alone-{split}.json"
+        assert main([*argv, "--text", CORPUS, "--split", split, "--out", str(alone)]) == 0
+        result = _read(out)
+        assert result["split"] == split
+        assert result["ppl"] == pytest.approx(_read(alone)["ppl"], rel=1e-6)
+    assert _read(outs[0])["ppl"] != _read(outs[1])["ppl"]
+
+
+def test_one_split_or_one_per_text(tmp_path, capsys):
+    argv = ["eval", "ppl", "--model", MODEL, "--seqlen", "16", "--out", str(tmp_path / "a.json")]
+    texts = ["--text", CORPUS, "--text", CORPUS, "--text", CORPUS]
+    assert main([*argv, *texts, "--split", "test", "--split", "validation"]) == 2
+    assert "prunebench: error: 2 --split for 3 --text; give one, or one per --text" in capsys.readouterr().err

@@ -132,6 +132,24 @@ def test_hub_data_sets_are_opened_at_their_served_revision_and_recorded(hub_from
     }
 
 
+def test_a_data_set_is_opened_at_its_own_split(hub_from):
+    path = hub_from / PTB.repo / "penn_treebank" / "validation" / "0000.parquet"
+    path.parent.mkdir(parents=True)
+    pd.DataFrame({"sentence": [PTB.starts["validation"].strip(), "second sentence"]}).to_parquet(path)
+    ppl = {"datasets": {"demo": CORPUS, "ptb": "ptb"}, "split": "test", "splits": {"ptb": "validation"}}
+    record = pf.preflight(study(**{"evaluation.ppl": ppl}))
+    assert record["data"][PTB.repo]["splits"] == ["validation"]
+    assert f"{CORPUS}/test.txt.gz" in record["data"]
+
+
+def test_a_split_for_a_data_set_the_study_does_not_evaluate_is_refused():
+    with pytest.raises(PrunebenchError) as caught:
+        study(**{"evaluation.ppl": {"datasets": {"demo": CORPUS}, "splits": {"ptb": "validation"}}})
+    assert "config.evaluation.ppl.splits: ['ptb'] not among config.evaluation.ppl.datasets ['demo']" in str(
+        caught.value
+    )
+
+
 def test_a_hub_split_that_does_not_open_or_starts_otherwise(hub_from, capsys):
     path = hub_from / PTB.repo / "penn_treebank" / "test" / "0000.parquet"
     path.parent.mkdir(parents=True)

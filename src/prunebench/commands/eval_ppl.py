@@ -31,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="a text file, a directory of splits, or wikitext2, c4, ptb (repeat for several)",
     )
-    parser.add_argument("--split", default="test", help="split when --text names a directory or data set")
+    parser.add_argument(
+        "--split",
+        action="append",
+        help="split when --text names a directory or data set (default test): once for every --text, "
+        "or once per --text in the same order",
+    )
     parser.add_argument(
         "--seqlen", type=int, required=True, action="append", help="window length in tokens (repeatable)"
     )
@@ -48,6 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def text_splits(texts: list[str], splits: list[str] | None) -> list[tuple[str, str]]:
+    """Each ``--text`` with the split it is read from: ``test`` when no ``--split`` is given, the one
+    ``--split`` for every text, or one ``--split`` per text in order; other counts raise ``PrunebenchError``."""
+    if not splits:
+        splits = ["test"]
+    if len(splits) == 1:
+        splits = splits * len(texts)
+    if len(splits) != len(texts):
+        raise PrunebenchError(f"{len(splits)} --split for {len(texts)} --text; give one, or one per --text")
+    return list(zip(texts, splits, strict=True))
+
+
 def run(args: argparse.Namespace) -> int:
     """Every text x window length with the model loaded once; each result is written as it is done."""
     from prunebench.data import load_text
@@ -56,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = device_of(args)
     spread = gpus_of(args)
-    pairs = [(text, seqlen) for text in args.text for seqlen in args.seqlen]
+    sources = text_splits(args.text, args.split)
+    pairs = [(source, seqlen) for source in sources for seqlen in args.seqlen]
     if len(args.out) != len(pairs):
         raise PrunebenchError(
             f"{len(args.out)} --out for {len(args.text)} --text x {len(args.seqlen)} --seqlen = "
@@ -68,21 +86,21 @@ def run(args: argparse.Namespace) -> int:
         check_output(out, RESULT)
     for seqlen in args.seqlen:
         check_seqlen(args.model, seqlen)
-    texts = {source: load_text(source, args.split, encoding_of(args)) for source in args.text}
+    texts = {source: load_text(*source, encoding_of(args)) for source in sources}
     model, tokenizer = load_pretrained(args.model, dtype=dtype_of(args), device=device, **spread)
     if tokenizer is None:
         raise PrunebenchError(f"{args.model} has no tokenizer")
-    for (source, seqlen), out in zip(pairs, args.out, strict=True):
+    for ((text, split), seqlen), out in zip(pairs, args.out, strict=True):
         result = perplexity(
             model,
             tokenizer,
-            texts[source],
+            texts[text, split],
             seqlen,
             batch_size=args.batch_size,
             add_bos=args.bos,
             max_windows=args.max_windows,
         )
-        result.update({"model": args.model, "text": source, "split": args.split, "dtype": args.dtype})
+        result.update({"model": args.model, "text": text, "split": split, "dtype": args.dtype})
         atomic_write_json(out, result)
-        print(f"{source} @ {seqlen}: ppl {result['ppl']:.3f} over {result['tokens']} tokens")
+        print(f"{text} ({split}) @ {seqlen}: ppl {result['ppl']:.3f} over {result['tokens']} tokens")
     return 0

@@ -22,7 +22,7 @@ from prunebench.models.device import check_device, check_gpus
 from prunebench.recovery.data import check_data_source
 from prunebench.recovery.stream import is_local_corpus, is_streamed_source
 from prunebench.recovery.variants import get_variant
-from prunebench.study.config import Problems, _lengths
+from prunebench.study.config import Problems, _lengths, ppl_split
 
 
 def check_study(config: dict[str, Any], problems: Problems, devices: bool = False) -> None:
@@ -184,7 +184,7 @@ def _check_texts(config: dict[str, Any], problems: Problems) -> None:
     ppl = config["evaluation"]["ppl"]
     for name, source in ppl["datasets"].items():
         with problems.under(f"config.evaluation.ppl.datasets.{name}"):
-            check_text_source(source, ppl["split"], encoding)
+            check_text_source(source, ppl_split(ppl, name), encoding)
 
 
 def _check_tasks(config: dict[str, Any], problems: Problems) -> None:

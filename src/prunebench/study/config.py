@@ -179,6 +179,7 @@ def _check_semantics(config: dict[str, Any], problems: Problems) -> None:
     with problems.under("config.text_encoding"):
         check_encoding(config["text_encoding"])
     _check_data_revisions(config, problems)
+    _check_ppl_splits(config["evaluation"]["ppl"], problems)
     if len(set(config["ratios"])) != len(config["ratios"]):
         problems.add("config.ratios", "ratios must be unique")
     for name, spec in config["recovery"].items():
@@ -198,6 +199,22 @@ def _check_semantics(config: dict[str, Any], problems: Problems) -> None:
         unknown = set(spec.get("methods", [])) - set(config["methods"])
         if unknown:
             problems.add(f"config.recovery.{name}.methods", f"{sorted(unknown)} not among config.methods")
+
+
+def ppl_split(ppl: dict[str, Any], dataset: str) -> str:
+    """The split perplexity data set ``dataset`` is read from: ``ppl.splits[dataset]``, else ``ppl.split``
+    (``ppl`` is a validated ``config.evaluation.ppl``)."""
+    return ppl["splits"].get(dataset, ppl["split"])
+
+
+def _check_ppl_splits(ppl: dict[str, Any], problems: Problems) -> None:
+    """Every key of ``evaluation.ppl.splits`` names one of the perplexity data sets."""
+    unknown = set(ppl["splits"]) - set(ppl["datasets"])
+    if unknown:
+        problems.add(
+            "config.evaluation.ppl.splits",
+            f"{sorted(unknown)} not among config.evaluation.ppl.datasets {sorted(ppl['datasets'])}",
+        )
 
 
 def _check_data_revisions(config: dict[str, Any], problems: Problems) -> None:

@@ -20,7 +20,7 @@ from prunebench.data.hub import HUB_SOURCES, HUB_STREAMS, HubSource
 from prunebench.data.text import check_text_source, local_text_file
 from prunebench.errors import PrunebenchError, warn
 from prunebench.io import atomic_write_text
-from prunebench.study.config import Problems
+from prunebench.study.config import Problems, ppl_split
 
 #: Rows read of each split to check a data set opens and has its text column.
 FIRST_ROWS = 2
@@ -62,7 +62,7 @@ def text_uses(config: dict[str, Any]) -> list[TextUse]:
             uses.append(TextUse(f"config.recovery.{name}.data", spec["data"], "validation"))
     ppl = config["evaluation"]["ppl"]
     for name, source in ppl["datasets"].items():
-        uses.append(TextUse(f"config.evaluation.ppl.datasets.{name}", source, ppl["split"]))
+        uses.append(TextUse(f"config.evaluation.ppl.datasets.{name}", source, ppl_split(ppl, name)))
     return uses
 
 
