@@ -58,6 +58,14 @@ def make_calibration(
     return samples
 
 
+def _check_streaming(stream: bool, device_budget: int | None, gpus: int) -> None:
+    """A device budget only with ``stream``; a streamed pass runs on one device (``PrunebenchError``)."""
+    if device_budget is not None and not stream:
+        raise PrunebenchError("a device budget applies to a streamed pass: give --stream with it")
+    if stream and gpus > 1:
+        raise PrunebenchError("a streamed pass runs on one device: give --stream or --gpus N, not both")
+
+
 def score_model(
     model_path: str,
     method_name: str,
@@ -100,14 +108,11 @@ def score_model(
     config = method.config(params)
     check_device(device)
     check_output(out_dir, SCORES_DIRECTORY)
-    if device_budget is not None and not stream:
-        raise PrunebenchError("a device budget applies to a streamed pass: give --stream with it")
+    _check_streaming(stream, device_budget, gpus)
     if stream and method.no_streaming is not None:
         raise PrunebenchError(f"method {method_name} cannot stream layers: {method.no_streaming}")
     if stream and not Path(model_path).is_dir():
         raise PrunebenchError(f"streaming reads a local model directory; {model_path} is none")
-    if stream and gpus > 1:
-        raise PrunebenchError("a streamed pass runs on one device: give --stream or --gpus N, not both")
     check_gpus(device, gpus)
     skeleton = load_skeleton(model_path)
     method.check_model(skeleton, config)
@@ -201,10 +206,15 @@ def prune_model(
     encoding: str = DEFAULT_ENCODING,
     gpus: int = 1,
     gpu_memory: int | None = None,
+    stream: bool = False,
+    device_budget: int | None = None,
 ) -> PruningPlan:
     """Select a plan for ``ratio`` from saved scores (or score first) and write the pruned checkpoint.
 
     ``gpus > 1`` (with ``gpu_memory`` bytes at most on each) splits the model over CUDA devices.
+    ``stream``: the model stays in CPU memory; a per-ratio pass (Wanda-sp's) moves one decoder layer at a
+    time to ``device`` within ``device_budget`` bytes (:meth:`Method.select_streamed`), the same plan.
+    It needs saved scores; a method whose selection cannot stream (``no_streamed_selection``) is refused.
 
     ``out_dir`` must be absent, empty or an earlier pruned checkpoint. Before the weights are loaded:
     the device, the output, the family, the ratio (in range, reachable, leaving a decoder sublayer),
@@ -216,11 +226,17 @@ def prune_model(
     config = method.config(params)
     check_device(device)
     check_output(out_dir, PRUNED_CHECKPOINT)
+    _check_streaming(stream, device_budget, gpus)
+    if stream and method.no_streamed_selection is not None:
+        raise PrunebenchError(f"method {method_name} cannot prune streamed: {method.no_streamed_selection}")
+    if stream and ratio > 0 and scores_dir is None and method.uses_calibration:
+        raise PrunebenchError("a streamed prune selects from saved scores: give --scores")
     skeleton = load_skeleton(model_path)
     method.check_model(skeleton, config)
     method.check_ratio(skeleton, ratio, config)
     check_gpus(device, gpus)
     split = {"gpus": gpus, "gpu_memory": gpu_memory}
+    compute_device, device = device, "cpu" if stream else device
     if ratio == 0:
         model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device, **split)
         plan = PruningPlan(model_path, method_name, config.to_dict(), 0.0, layers={})
@@ -248,8 +264,13 @@ def prune_model(
         samples = _method_calibration(method, tokenizer, source, config, model_path, encoding)
         scores = method.score(model, samples.to(device), config)
         scores.check_finite(f"scores of {method_name}")
-    with measure_cost("select", device=device) as cost:
-        plan = method.select(scores, model, ratio, config)
+    with measure_cost("select", device=compute_device) as cost:
+        if stream:
+            plan = method.select_streamed(
+                scores, model, ratio, config, torch.device(compute_device), device_budget
+            )
+        else:
+            plan = method.select(scores, model, ratio, config)
     plan.base_model = model_path
     return write_pruned(model, tokenizer, plan, out_dir, extra_notes={"cost": {"select": cost}})
 

@@ -82,3 +82,21 @@ def check_ratio(ratio: float) -> float:
     if not 0 <= ratio < 1:
         raise PrunebenchError(f"ratio must be in [0, 1), got {ratio}")
     return ratio
+
+
+def add_stream_arguments(parser: argparse.ArgumentParser, help_stream: str) -> None:
+    """``--stream`` (what it does for this command: ``help_stream``) and ``--device-budget SIZE``."""
+    parser.add_argument("--stream", action="store_true", help=help_stream)
+    parser.add_argument(
+        "--device-budget",
+        metavar="SIZE",
+        help="with --stream: device memory for one layer plus the calibration states kept there, "
+        "e.g. 40GiB (the rest wait in CPU memory)",
+    )
+
+
+def device_budget_of(args: argparse.Namespace) -> int | None:
+    """``--device-budget`` in bytes (``None`` when not given); a malformed size is a ``PrunebenchError``."""
+    from prunebench.models.streaming import parse_bytes
+
+    return None if args.device_budget is None else parse_bytes(args.device_budget, "--device-budget")

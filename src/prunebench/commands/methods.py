@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--streaming",
         action="store_true",
-        help="also say whether each method scores layer by layer (--stream)",
+        help="also say whether each method scores layer by layer (score --stream) and prunes from CPU memory (prune --stream)",
     )
 
 
@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
         if args.streaming:
             reason = cls.no_streaming
             print(f"{'':<{width}}    streams: {'yes' if reason is None else 'no, ' + reason}")
+            reason = cls.no_streamed_selection
+            print(f"{'':<{width}}    prunes from CPU memory: {'yes' if reason is None else 'no, ' + reason}")
         if args.defaults:
             for key, value in cls.Config().to_dict().items():
                 print(f"{'':<{width}}    {key} = {value}")

@@ -7,7 +7,9 @@ import argparse
 from prunebench.commands.common import (
     add_gpus_arguments,
     add_model_arguments,
+    add_stream_arguments,
     check_ratio,
+    device_budget_of,
     device_of,
     dtype_of,
     encoding_of,
@@ -33,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="directory for the pruned checkpoint and plan.json: new, empty, or an earlier one (replaced)",
     )
+    add_stream_arguments(
+        parser,
+        "keep the model in CPU memory; a per-ratio pass (wanda-sp) takes one decoder layer at a time to the "
+        "device (same plan); needs --scores",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         device=device_of(args),
         **gpus_of(args),
         encoding=encoding_of(args),
+        stream=args.stream,
+        device_budget=device_budget_of(args),
     )
     print(f"pruned to decoder ratio {plan.achieved['decoder_ratio']:.4f}; written to {args.out}")
     return 0

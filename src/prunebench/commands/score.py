@@ -8,6 +8,8 @@ from prunebench.commands.common import (
     add_encoding_argument,
     add_gpus_arguments,
     add_model_arguments,
+    add_stream_arguments,
+    device_budget_of,
     device_of,
     dtype_of,
     encoding_of,
@@ -47,22 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="directory for the scores: new, empty, or earlier scores (replaced)"
     )
-    parser.add_argument(
-        "--stream",
-        action="store_true",
-        help="read the weights one decoder layer at a time from the model directory (same scores, "
-        "memory of one layer); `prunebench methods` says which methods can",
-    )
-    parser.add_argument(
-        "--device-budget",
-        metavar="SIZE",
-        help="with --stream: device memory for one layer plus the calibration states kept there, "
-        "e.g. 40GiB (the rest wait in CPU memory)",
+    add_stream_arguments(
+        parser,
+        "read the weights one decoder layer at a time from the model directory (same scores, memory of "
+        "one layer); `prunebench methods --streaming` says which methods can",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from prunebench.models.streaming import parse_bytes
     from prunebench.steps import score_model
 
     score_model(
@@ -77,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
         **gpus_of(args),
         encoding=encoding_of(args),
         stream=args.stream,
-        device_budget=None
-        if args.device_budget is None
-        else parse_bytes(args.device_budget, "--device-budget"),
+        device_budget=device_budget_of(args),
     )
     print(f"scores written to {args.out}")
     return 0

@@ -141,6 +141,10 @@ class Method(abc.ABC):
     #: Why the method cannot score one decoder layer at a time; ``None`` when it can
     #: (:meth:`score_layers`, used by ``prunebench score --stream``).
     no_streaming: ClassVar[str | None] = "its scores need the whole model resident"
+    #: Why :meth:`select` cannot run with the model in CPU memory (``prunebench prune --stream``);
+    #: ``None`` when it can: it reads only the scores, or its per-ratio pass takes one layer at a time
+    #: to the device (:meth:`select_streamed`).
+    no_streamed_selection: ClassVar[str | None] = None
 
     @classmethod
     def summary(cls) -> str:
@@ -204,6 +208,23 @@ class Method(abc.ABC):
     ) -> PruningPlan:
         """The plan that reaches ``target_ratio`` of decoder parameters: cheap, or the expensive per-ratio
         step when ``ratio_dependent``."""
+
+    def select_streamed(
+        self,
+        scores: Scores,
+        model: nn.Module,
+        target_ratio: float,
+        config: MethodConfig,
+        device: torch.device,
+        device_budget: int | None = None,
+    ) -> PruningPlan:
+        """:meth:`select` on a ``model`` kept in CPU memory: a per-ratio pass over the model moves one decoder
+        layer at a time to ``device``, within ``device_budget`` bytes (:mod:`prunebench.models.streaming`).
+        The same plan as :meth:`select`. Default: the selection reads only the scores and runs no pass;
+        a method with ``no_streamed_selection`` set raises ``PrunebenchError`` saying why it cannot."""
+        if self.no_streamed_selection is not None:
+            raise PrunebenchError(f"method {self.name} cannot prune streamed: {self.no_streamed_selection}")
+        return self.select(scores, model, target_ratio, config)
 
 
 def max_ratio_keeping_a_sublayer(adapter: ModelAdapter) -> float:

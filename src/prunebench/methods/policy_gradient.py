@@ -474,6 +474,10 @@ class PolicyGradient(Method):
     Config = PolicyGradientConfig
     families = ("llama", "mistral", "qwen2")
     ratio_dependent = True
+    no_streamed_selection = (
+        "its per-ratio training runs thousands of full-model forward passes; a model read from CPU memory "
+        "layer by layer would move every weight once per pass"
+    )
 
     def ratio_step_tokens(self, config: MethodConfig) -> int:
         """Training forward passes: steps x batch x K sampled masks x block length (the initialisation's

@@ -18,7 +18,8 @@
 Because of step 2 the statistics of every layer after the first depend on the ratio. ``score()``
 therefore only fixes and stores the calibration tokens; ``select()`` runs the whole sequential pass
 (one dense and one pruned forward of every layer over the calibration set) for each ratio. This is
-the faithful algorithm; ``select()`` is not cheap for this method.
+the faithful algorithm; ``select()`` is not cheap for this method. ``prunebench prune --stream`` runs
+that pass with the model in CPU memory and one layer at a time on the device (``select_streamed``).
 
 Extensions (also in ``plan.notes["extensions"]``): **GQA** -- heads are pruned by KV group (one KV
 head with its query heads), a group's score is the sum over its ``g·hd`` o_proj channels, and the
@@ -138,6 +139,35 @@ class WandaSp(Method):
         self, scores: Scores, model: nn.Module, target_ratio: float, config: WandaSpConfig
     ) -> PruningPlan:
         """The sequential pass: score, prune (by masking a copy) and re-run each layer in turn."""
+        device = get_adapter(model).embed_tokens.weight.device
+        return self._select(
+            scores, model, target_ratio, config, StreamingRunner(ResidentLayers(model), device)
+        )
+
+    def select_streamed(
+        self,
+        scores: Scores,
+        model: nn.Module,
+        target_ratio: float,
+        config: WandaSpConfig,
+        device: torch.device,
+        device_budget: int | None = None,
+    ) -> PruningPlan:
+        """The sequential pass with ``model`` in CPU memory and one layer at a time on ``device``: the same
+        plan as :meth:`select`; the plan's notes record the pass (``streaming``)."""
+        runner = StreamingRunner(ResidentLayers(model), device, device_budget)
+        plan = self._select(scores, model, target_ratio, config, runner)
+        plan.notes["streaming"] = runner.record.to_dict()
+        return plan
+
+    def _select(
+        self,
+        scores: Scores,
+        model: nn.Module,
+        target_ratio: float,
+        config: WandaSpConfig,
+        runner: StreamingRunner,
+    ) -> PruningPlan:
         self.check_ratio(model, target_ratio, config)
         adapter = get_adapter(model)
         if scores.meta.get("method") != "wanda-sp" or "input_ids" not in scores.tensors:
@@ -154,13 +184,19 @@ class WandaSp(Method):
         if config.round_to > 1:
             notes["deviations"] = [round_to_deviation(config.round_to)]
         attn_keep, mlp_keep = self._sequential(
-            adapter, scores.tensors["input_ids"], counts.kv_groups_removed, counts.channels_removed, config
+            adapter,
+            runner,
+            scores.tensors["input_ids"],
+            counts.kv_groups_removed,
+            counts.channels_removed,
+            config,
         )
         return width_plan(adapter, "wanda-sp", config, target_ratio, attn_keep, mlp_keep, notes)
 
     def _sequential(
         self,
         adapter: ModelAdapter,
+        runner: StreamingRunner,
         input_ids: torch.Tensor,
         remove_heads: int,
         remove_channels: int,
@@ -189,7 +225,6 @@ class WandaSp(Method):
         def pruned(i: int, layer: nn.Module) -> nn.Module:
             return _masked_copy(layer, attn_keep[-1].repeat_interleave(width), mlp_keep[-1])
 
-        runner = StreamingRunner(ResidentLayers(adapter.model), adapter.embed_tokens.weight.device)
         probe = LayerProbe(attach=hooks, finish=keep, carry=pruned)
         runner.run(input_ids, config.batch_size, probe, "wanda-sp sequential pass")
         return torch.stack(attn_keep), torch.stack(mlp_keep)

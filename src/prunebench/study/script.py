@@ -60,11 +60,14 @@ def device_argv(spec: dict[str, Any]) -> list[str]:
     return argv
 
 
-def stream_argv(spec: dict[str, Any], method: str) -> list[str]:
-    """``--stream`` (and ``--device-budget``) when the model spec asks to stream and the method can."""
+def stream_argv(spec: dict[str, Any], method: str, step: str = "score") -> list[str]:
+    """``--stream`` (and ``--device-budget``) for ``step`` (``score`` or ``prune``) when the model spec asks
+    to stream and the method can stream that step (``no_streaming``, ``no_streamed_selection``)."""
     from prunebench.methods import get_method
 
-    if not spec.get("stream") or get_method(method).no_streaming is not None:
+    cls = get_method(method)
+    reason = cls.no_streaming if step == "score" else cls.no_streamed_selection
+    if not spec.get("stream") or reason is not None:
         return []
     return ["--stream"] + (
         ["--device-budget", str(spec["device_budget"])] if spec.get("device_budget") else []
