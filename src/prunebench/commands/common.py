@@ -7,7 +7,7 @@ modules stay light and the heavy imports happen in each command's ``run``.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prunebench.errors import PrunebenchError
 from prunebench.files import DEFAULT_ENCODING, check_encoding
@@ -100,3 +100,16 @@ def device_budget_of(args: argparse.Namespace) -> int | None:
     from prunebench.models.streaming import parse_bytes
 
     return None if args.device_budget is None else parse_bytes(args.device_budget, "--device-budget")
+
+
+def model_step_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``score`` and ``prune`` hand to their step: dtype, device, GPUs, text encoding and
+    streaming (``--stream``, ``--device-budget`` in bytes)."""
+    return {
+        "dtype": dtype_of(args),
+        "device": device_of(args),
+        **gpus_of(args),
+        "encoding": encoding_of(args),
+        "stream": args.stream,
+        "device_budget": device_budget_of(args),
+    }

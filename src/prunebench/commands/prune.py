@@ -9,11 +9,7 @@ from prunebench.commands.common import (
     add_model_arguments,
     add_stream_arguments,
     check_ratio,
-    device_budget_of,
-    device_of,
-    dtype_of,
-    encoding_of,
-    gpus_of,
+    model_step_options,
 )
 from prunebench.commands.score import add_method_arguments, method_params
 from prunebench.errors import PrunebenchError
@@ -58,12 +54,7 @@ def run(args: argparse.Namespace) -> int:
         scores_dir=args.scores,
         calib=args.calib,
         params=method_params(args),
-        dtype=dtype_of(args),
-        device=device_of(args),
-        **gpus_of(args),
-        encoding=encoding_of(args),
-        stream=args.stream,
-        device_budget=device_budget_of(args),
+        **model_step_options(args),
     )
     print(f"pruned to decoder ratio {plan.achieved['decoder_ratio']:.4f}; written to {args.out}")
     return 0

@@ -9,11 +9,7 @@ from prunebench.commands.common import (
     add_gpus_arguments,
     add_model_arguments,
     add_stream_arguments,
-    device_budget_of,
-    device_of,
-    dtype_of,
-    encoding_of,
-    gpus_of,
+    model_step_options,
     parse_params,
 )
 
@@ -66,12 +62,7 @@ def run(args: argparse.Namespace) -> int:
         calib=args.calib,
         samples_path=args.samples,
         params=method_params(args),
-        dtype=dtype_of(args),
-        device=device_of(args),
-        **gpus_of(args),
-        encoding=encoding_of(args),
-        stream=args.stream,
-        device_budget=device_budget_of(args),
+        **model_step_options(args),
     )
     print(f"scores written to {args.out}")
     return 0
