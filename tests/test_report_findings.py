@@ -196,3 +196,29 @@ def test_snakemake_captions_are_the_plots_own():
     for name, caption in plots.CAPTIONS.items():
         wildcards = type("W", (), {"name": name})
         assert template.render(snakemake=type("S", (), {"wildcards": wildcards})).strip() == caption
+
+
+def test_a_second_engine_stands_beside_the_eager_one(study):
+    results, windows, eager_only = study
+    speed = results[results["kind"] == "speedup"]
+    measured = speed["metric"].str.startswith(("measured", "pooled"))
+    compiled = speed.assign(engine="compiled")
+    compiled.loc[measured, ["value", "p10", "p90"]] *= 2  # the compiled engine twice the eager speed-up
+    both = pd.concat([results.assign(engine=results["engine"].fillna("eager")), compiled], ignore_index=True)
+    table = findings(both, windows, ("d1", 64), "acc_norm")
+    key = ["model", "method", "target_ratio", "recovery"]
+    merged = table.set_index(key)
+    pruned = merged.index.get_level_values("method") != "dense"
+    assert np.allclose(
+        merged.loc[pruned, "compiled_decode_speedup"], 2 * merged.loc[pruned, "decode_speedup"]
+    )
+    assert (merged.loc[~pruned, "compiled_decode_speedup"] == 1.0).all()
+    assert "compiled_decode_speedup" not in eager_only  # no column for an engine not measured
+    assert "fastest compiled decode: " in findings_sections(table)[0]["answer"]
+    assert "compiled decode ×" in findings_sections(table)[0]["table"]
+    rows = summary(both, "acc_norm")
+    assert np.allclose(
+        rows["speedup_decode_compiled"], np.where(rows["method"] == "dense", 1, 2) * rows["speedup_decode"]
+    )
+    assert "compiled decode ×" in summary_table(rows, "acc_norm")
+    assert "compiled decode ×" not in summary_table(summary(results, "acc_norm"), "acc_norm")

@@ -57,6 +57,10 @@ COLUMNS = [
     "prefill_p90",
     "shape_measurements",
 ]
+#: The measured speed-up columns of :func:`shape_speedups`; an engine other than eager adds them to the
+#: findings and the summary with its name in front (``compiled_decode_speedup``), when it was measured.
+MEASURED_SPEEDUPS = [f"{p}_{s}" for p in ("decode", "prefill") for s in ("speedup", "p10", "p90")]
+ENGINES = ("eager", "compiled")
 
 
 def ranks(names: list[str], better: dict[tuple[str, str], bool]) -> dict[str, int]:
@@ -99,11 +103,11 @@ def mean_accuracy(results: pd.DataFrame, headline: str) -> pd.DataFrame:
     return out.reset_index()
 
 
-def shape_speedups(results: pd.DataFrame) -> pd.DataFrame:
-    """Per model x method x target ratio: the pooled speed-ups of the eager engine at the smallest batch
-    size and prompt length (``decode_speedup``, ``decode_p10`` ...); the dense model 1.00 with no spread.
-    Every engine's figures per cell are in the results table and the latency-per-setting plot."""
-    speed = results[(results["kind"] == "speedup") & (results["engine"].fillna("eager") == "eager")]
+def shape_speedups(results: pd.DataFrame, engine: str = "eager") -> pd.DataFrame:
+    """Per model x method x target ratio: the pooled speed-ups of ``engine`` at the smallest batch size
+    and prompt length (``decode_speedup``, ``decode_p10`` ...); the dense model 1.00 with no spread.
+    Every cell's figures are in the results table and the latency-per-setting plot."""
+    speed = results[(results["kind"] == "speedup") & (results["engine"].fillna("eager") == engine)]
     columns = ["model", "method", "target_ratio", "speed_batch_size", "speed_prompt_length"]
     columns += [f"{p}_{s}" for p in ("decode", "prefill") for s in ("speedup", "p10", "p90")]
     columns += ["ideal_decode_flops", "ideal_prefill_flops", "shape_measurements"]
@@ -151,6 +155,26 @@ def shape_speedups(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def measured_engines(results: pd.DataFrame) -> list[str]:
+    """The latency engines the study measured speed-ups with, eager first."""
+    present = set(results.loc[results["kind"] == "speedup", "engine"].fillna("eager"))
+    return [e for e in ENGINES if e in present]
+
+
+def engine_speedups(results: pd.DataFrame) -> pd.DataFrame:
+    """:func:`shape_speedups` of the eager engine, with every other measured engine's
+    :data:`MEASURED_SPEEDUPS` beside it under its name (``compiled_decode_speedup``, ...); keyed by
+    model, method and target ratio."""
+    keys = ["model", "method", "target_ratio"]
+    table = shape_speedups(results).drop_duplicates(keys)
+    for engine in measured_engines(results):
+        if engine != "eager":
+            other = shape_speedups(results, engine).drop_duplicates(keys)[[*keys, *MEASURED_SPEEDUPS]]
+            other = other.rename(columns={c: f"{engine}_{c}" for c in MEASURED_SPEEDUPS})
+            table = table.merge(other, on=keys, how="outer")
+    return table
+
+
 def findings(
     results: pd.DataFrame, windows: Windows, ppl: tuple[str, int] | None, headline: str
 ) -> pd.DataFrame:
@@ -172,8 +196,7 @@ def findings(
             frame["ppl"] * np.exp(Z * nll_se),
         )
         frame["ppl_dataset"], frame["ppl_seqlen"] = dataset, seqlen
-    shape = shape_speedups(results).drop_duplicates(["model", "method", "target_ratio"])
-    frame = frame.merge(shape, on=["model", "method", "target_ratio"], how="left")
+    frame = frame.merge(engine_speedups(results), on=["model", "method", "target_ratio"], how="left")
     frame["accuracy_metric"] = headline
     out = []
     for (model, ratio, recovery), group in frame[frame["method"] != DENSE].groupby(SETTING, sort=False):
@@ -195,7 +218,8 @@ def findings(
         order = [c for c in ("ppl_rank", "ppl", "accuracy_rank", "method") if c in group]
         out += [dense, group.sort_values(order)]
     table = pd.concat(out, ignore_index=True) if out else frame.iloc[0:0]
+    extra = [c for c in table.columns if c.startswith(tuple(f"{e}_" for e in ENGINES[1:]))]
     for column in COLUMNS:
         if column not in table:
             table[column] = np.nan
-    return table[COLUMNS]
+    return table[COLUMNS + extra]

@@ -19,11 +19,12 @@ import yaml
 import prunebench
 from prunebench.io import atomic_write_text
 from prunebench.report.claims import Z
+from prunebench.report.findings import ENGINES
 from prunebench.report.headline import headline_column, headline_label, headline_rows
 from prunebench.report.html_tables import Cell, number, percent, plus_minus, rank, table, text, with_interval
 from prunebench.report.plots import CAPTIONS
 from prunebench.report.published import published_html
-from prunebench.report.tables import SUMMARY_SPEED_COLUMNS
+from prunebench.report.tables import summary_speed_columns
 from prunebench.study.grid import DENSE
 
 
@@ -194,21 +195,22 @@ def _speedup_headers(prefix: str = "") -> list[tuple[str, str]]:
     ]
 
 
-def _speedup_cells(row: dict[str, Any]) -> list[Cell]:
+def _speedup_cells(row: dict[str, Any], prefix: str = "") -> list[Cell]:
+    """Decode and prefill speed-ups with their p10-p90 of ``row``'s ``{prefix}decode_speedup`` ... columns."""
     return [
         with_interval(
-            row.get("decode_speedup"),
-            row.get("decode_p10"),
-            row.get("decode_p90"),
+            row.get(f"{prefix}{phase}_speedup"),
+            row.get(f"{prefix}{phase}_p10"),
+            row.get(f"{prefix}{phase}_p90"),
             suffix="×",
-        ),
-        with_interval(
-            row.get("prefill_speedup"),
-            row.get("prefill_p10"),
-            row.get("prefill_p90"),
-            suffix="×",
-        ),
+        )
+        for phase in ("decode", "prefill")
     ]
+
+
+def _other_engines(frame: pd.DataFrame, column: str) -> list[str]:
+    """The engines besides eager whose decode speed-up ``column.format(engine)`` has a value in ``frame``."""
+    return [e for e in ENGINES[1:] if column.format(e) in frame and frame[column.format(e)].notna().any()]
 
 
 def _named(name: str, best: list[str]) -> str:
@@ -237,6 +239,14 @@ def findings_sections(findings: pd.DataFrame) -> list[dict[str, Any]]:
             close = fastest.iloc[1:][fastest.iloc[1:]["decode_p90"] >= top["decode_p10"]]
             ties = f"; within its p10–p90: {', '.join(close['method_label'])}" if not close.empty else ""
             answer.append(f"fastest decode: {top['method_label']} ({top['decode_speedup']:.2f}×{ties})")
+        engines = _other_engines(group, "{}_decode_speedup")
+        for engine in engines:
+            best = pruned.dropna(subset=[f"{engine}_decode_speedup"])
+            if not best.empty:
+                top = best.loc[best[f"{engine}_decode_speedup"].idxmax()]
+                answer.append(
+                    f"fastest {engine} decode: {top['method_label']} ({top[f'{engine}_decode_speedup']:.2f}×)"
+                )
         counts = {col: pruned[col].value_counts() for col in ("ppl_rank", "accuracy_rank")}
         rows = []
         for r in group.itertuples(index=False):
@@ -251,6 +261,7 @@ def findings_sections(findings: pd.DataFrame) -> list[dict[str, Any]]:
                     rank(r.accuracy_rank, counts["accuracy_rank"].get(r.accuracy_rank, 0) > 1),
                     plus_minus(r.accuracy, Z * r.accuracy_se if pd.notna(r.accuracy_se) else None),
                     *_speedup_cells(r._asdict()),
+                    *[c for e in engines for c in _speedup_cells(r._asdict(), f"{e}_")],
                     Cell(pooled, float(pooled) if pooled else ""),
                 ]
             )
@@ -277,6 +288,7 @@ def findings_sections(findings: pd.DataFrame) -> list[dict[str, Any]]:
                 "mean zero-shot accuracy over tasks (0-1) ± 1.96 standard errors",
             ),
             *_speedup_headers(),
+            *[h for e in engines for h in _speedup_headers(f"{e} ")],
             ("shapes pooled", "how many measurements of this exact plan shape the speed-up pools"),
         ]
         title = f"{model} · ratio {float(ratio):g} · recovery {recovery}"
@@ -297,6 +309,8 @@ def summary_table(summary: pd.DataFrame, headline: str) -> str:
         ("target", "requested fraction of decoder-layer parameters removed"),
     ]
     headers += _speedup_headers()
+    engines = _other_engines(summary, "speedup_decode_{}")
+    headers += [h for e in engines for h in _speedup_headers(f"{e} ")]
     headers += [
         (
             f"ppl {c.removeprefix('ppl_').rsplit('_', 1)[0]}/{c.rsplit('_', 1)[1]}",
@@ -320,7 +334,10 @@ def summary_table(summary: pd.DataFrame, headline: str) -> str:
     for row in summary.to_dict("records"):
         cells = [text(row["model"])] if several else []
         cells += [text(row["method_label"]), text(row["recovery"]), _ratio(row["target_ratio"])]
-        cells += _speedup_cells({short: row.get(long) for short, long in SUMMARY_SPEED_COLUMNS.items()})
+        columns = summary_speed_columns(["eager", *engines])
+        short = {short: row.get(long) for short, long in columns.items()}
+        cells += _speedup_cells(short)
+        cells += [c for e in engines for c in _speedup_cells(short, f"{e}_")]
         cells += [number(row[c], 2) for c in ppl_columns]
         if acc in summary:
             cells.append(plus_minus(row[acc], row.get(f"{acc}_se")))

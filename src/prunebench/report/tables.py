@@ -15,7 +15,13 @@ import pandas as pd
 from prunebench.errors import PrunebenchError
 from prunebench.models.checkpoint import load_skeleton
 from prunebench.models.counting import decoder_params, total_params
-from prunebench.report.findings import findings, mean_accuracy, shape_speedups
+from prunebench.report.findings import (
+    MEASURED_SPEEDUPS,
+    engine_speedups,
+    findings,
+    mean_accuracy,
+    measured_engines,
+)
 from prunebench.report.headline import headline_column
 from prunebench.study.grid import DENSE, Variant, variants
 
@@ -368,11 +374,21 @@ def summary(results: pd.DataFrame, headline: str = "acc_norm") -> pd.DataFrame:
             cost.pivot_table(index=keys, columns="task", values="value", aggfunc="sum").add_prefix("seconds_")
         )
     table = pd.concat(parts, axis=1).reset_index()
-    speed = shape_speedups(results)
+    speed = engine_speedups(results)
     if not speed.empty:
-        speed = speed.rename(columns=SUMMARY_SPEED_COLUMNS)
+        speed = speed.rename(columns=summary_speed_columns(measured_engines(results)))
         table = table.merge(speed, on=["model", "method", "target_ratio"], how="left")
     return table
+
+
+def summary_speed_columns(engines: list[str]) -> dict[str, str]:
+    """:data:`SUMMARY_SPEED_COLUMNS` and, for each engine but eager, its measured speed-ups
+    (``compiled_decode_speedup`` -> ``speedup_decode_compiled``)."""
+    names = dict(SUMMARY_SPEED_COLUMNS)
+    for engine in engines:
+        if engine != "eager":
+            names |= {f"{engine}_{c}": f"{SUMMARY_SPEED_COLUMNS[c]}_{engine}" for c in MEASURED_SPEEDUPS}
+    return names
 
 
 def window_nlls(config: dict[str, Any]) -> dict[tuple[str, str, float, str, str, int], list[float]]:
