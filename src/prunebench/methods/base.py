@@ -227,6 +227,21 @@ class Method(abc.ABC):
         return self.select(scores, model, target_ratio, config)
 
 
+def calibration_rows_scores(method: str, model: nn.Module, calibration: torch.Tensor) -> Scores:
+    """The scores of a method whose expensive step runs per ratio: the calibration rows themselves
+    (``input_ids``, ``[nsamples, seqlen]`` on the CPU) with their count and length. Raises
+    ``PrunebenchError`` for an already pruned model or rows that are not a non-empty 2-D LongTensor."""
+    if not get_adapter(model).is_dense():
+        raise PrunebenchError(f"{method} scores a dense model, but this model is already pruned")
+    if calibration.dim() != 2 or calibration.dtype != torch.long or calibration.shape[0] < 1:
+        raise PrunebenchError(
+            f"{method}: calibration must be a non-empty [nsamples, seqlen] LongTensor, got {tuple(calibration.shape)}"
+        )
+    rows = calibration.detach().cpu().contiguous()
+    meta = {"method": method, "nsamples": int(rows.shape[0]), "seqlen": int(rows.shape[1])}
+    return Scores(tensors={"input_ids": rows}, meta=meta)
+
+
 def max_ratio_keeping_a_sublayer(adapter: ModelAdapter) -> float:
     """The largest decoder ratio any plan can reach while one sublayer remains: all but the smallest
     remainder, one MLP channel or one KV group of some layer together with that sublayer's norm."""

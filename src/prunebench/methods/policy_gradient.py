@@ -86,6 +86,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
+from prunebench.methods.base import calibration_rows_scores
 from prunebench.methods.channel_stats import InputStats, attach
 from prunebench.methods.flap import keep_uniform, width_plan
 from prunebench.methods.wanda_sp import wanda_scores
@@ -497,29 +498,14 @@ class PolicyGradient(Method):
 
     def score(self, model: nn.Module, calibration: torch.Tensor, config: PolicyGradientConfig) -> Scores:
         """Check the rows and store them (the only ratio-independent part: step 2 depends on the ratio)."""
-        adapter = get_adapter(model)
-        if not adapter.is_dense():
-            raise PrunebenchError("policy-gradient scores a dense model, but this model is already pruned")
-        if calibration.dim() != 2 or calibration.dtype != torch.long or calibration.shape[0] < 1:
-            raise PrunebenchError(
-                "policy-gradient: calibration must be a non-empty [nsamples, seqlen] LongTensor, "
-                f"got {tuple(calibration.shape)}"
-            )
+        scores = calibration_rows_scores("policy-gradient", model, calibration)
         if calibration.shape[1] < config.train_seqlen:
             raise PrunebenchError(
                 f"policy-gradient: the calibration rows have {calibration.shape[1]} tokens, fewer than one "
                 f"training block of train_seqlen={config.train_seqlen}"
             )
-        rows = calibration.detach().cpu().contiguous()
-        return Scores(
-            tensors={"input_ids": rows},
-            meta={
-                "method": "policy-gradient",
-                "nsamples": int(rows.shape[0]),
-                "seqlen": int(rows.shape[1]),
-                **adapter.shape_meta(),
-            },
-        )
+        scores.meta |= get_adapter(model).shape_meta()
+        return scores
 
     def check_ratio(self, model: nn.Module, target_ratio: float, config: PolicyGradientConfig) -> None:
         """The ratio lies in [0, 1) and keeping ``1 − r`` of each pool removes ``r`` of the decoder within 0.02."""

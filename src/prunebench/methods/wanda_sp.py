@@ -46,6 +46,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods import Method, MethodConfig, Scores, register
+from prunebench.methods.base import calibration_rows_scores
 from prunebench.methods.channel_stats import InputStats, attach, group_channels
 from prunebench.methods.flap import keep_uniform, width_plan
 from prunebench.methods.width_budget import check_budget, check_round_to, round_to_deviation, uniform_counts
@@ -114,21 +115,7 @@ class WandaSp(Method):
 
     def score_layers(self, runner: Runner, calibration: torch.Tensor, config: WandaSpConfig) -> Scores:
         """:meth:`score` on any runner: no weights are read (the pass runs in :meth:`select`)."""
-        adapter = get_adapter(runner.model)
-        if not adapter.is_dense():
-            raise PrunebenchError("wanda-sp scores a dense model, but this model is already pruned")
-        if calibration.dim() != 2 or calibration.dtype != torch.long or calibration.shape[0] < 1:
-            raise PrunebenchError(
-                f"wanda-sp: calibration must be a non-empty [nsamples, seqlen] LongTensor, got {tuple(calibration.shape)}"
-            )
-        return Scores(
-            tensors={"input_ids": calibration.detach().cpu().contiguous()},
-            meta={
-                "method": "wanda-sp",
-                "nsamples": int(calibration.shape[0]),
-                "seqlen": int(calibration.shape[1]),
-            },
-        )
+        return calibration_rows_scores("wanda-sp", runner.model, calibration)
 
     def check_ratio(self, model: nn.Module, target_ratio: float, config: WandaSpConfig) -> None:
         """A ratio must lie in [0, 1) and be realisable with the official uniform per-layer counts."""
