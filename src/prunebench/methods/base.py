@@ -141,6 +141,8 @@ class Method(abc.ABC):
     #: Why the method cannot score one decoder layer at a time; ``None`` when it can
     #: (:meth:`score_layers`, used by ``prunebench score --stream``).
     no_streaming: ClassVar[str | None] = "its scores need the whole model resident"
+    #: How a method that streams does it, when more than one pass over the layers (``methods --streaming``).
+    streaming_note: ClassVar[str | None] = None
 
     @classmethod
     def summary(cls) -> str:
