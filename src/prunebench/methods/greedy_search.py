@@ -579,23 +579,27 @@ def _sweeps(
     size: int,
 ) -> list[float]:
     """The full score of every listed candidate (no early abandoning), `size` candidates per
-    `run_streams` call; each score sums its batches in batch order, as `_evaluate` does."""
-    scores = []
+    `run_streams` call, grouped by where they start (so a group of late starters reads only the last
+    layers); each score sums its batches in batch order, as `_evaluate` does."""
     batches = range(len(runner.inputs))
+    streams = [
+        Stream(
+            removed | {candidate},
+            [memo.start(candidate, b) or cache.start(candidate, b) for b in batches],
+            [memo.recorder(candidate, b) for b in batches],
+        )
+        for candidate in listed
+    ]
+    by_start = sorted(range(len(listed)), key=lambda i: min(start for _, start, _ in streams[i].starts))
+    scores = [math.nan] * len(listed)
     for first in range(0, len(listed), size):
-        streams = [
-            Stream(
-                removed | {candidate},
-                [memo.start(candidate, b) or cache.start(candidate, b) for b in batches],
-                [memo.recorder(candidate, b) for b in batches],
-            )
-            for candidate in listed[first : first + size]
-        ]
-        for finals in runner.run_streams(streams, cache.placement):
+        group = by_start[first : first + size]
+        for i, finals in zip(
+            group, runner.run_streams([streams[i] for i in group], cache.placement), strict=True
+        ):
             total = 0.0
             for b, hidden in enumerate(finals):
-                total = accumulate(
-                    total, criterion.row_values(runner.logits(cache.placement.fetch(hidden)), b)
-                )
-            scores.append(criterion.finalize(total))
+                logits = runner.logits(cache.placement.fetch(hidden))
+                total = accumulate(total, criterion.row_values(logits, b))
+            scores[i] = criterion.finalize(total)
     return scores
