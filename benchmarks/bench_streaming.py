@@ -44,8 +44,8 @@ SHAPES = {
         "vocab_size": 32000,
     },
     "smoke": {"hidden_size": 256, "intermediate_size": 2048, "num_attention_heads": 4, "vocab_size": 1000},
-    # A small Llama (TinyLlama's widths, 1.1B's hidden 2048 halved): for the greedy searches on the CPU.
-    "small": {"hidden_size": 1024, "intermediate_size": 2816, "num_attention_heads": 16, "vocab_size": 32000},
+    # A small Llama (hidden 1024, Llama's 2.75x MLP, 8k vocabulary): the greedy searches on the shared CPU.
+    "small": {"hidden_size": 1024, "intermediate_size": 2816, "num_attention_heads": 16, "vocab_size": 8000},
     "llama2-13b": {
         "hidden_size": 5120,
         "intermediate_size": 13824,

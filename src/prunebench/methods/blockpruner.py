@@ -42,7 +42,8 @@ class BlockPrunerConfig(MethodConfig):
     `max_steps`: the search length (`--del-block-num`); 0 runs to the end (every candidate removed).
     `max_ratio`: stop once the removals reach this decoder ratio (ours; 0: no limit); the order up to
     there is the longer search's, so every ratio up to `max_ratio` gets the same plan.
-    `cache_gb`: memory for the search's hidden-state cache (ours; it changes speed, never the order).
+    `cache_gb`: memory for the search's hidden-state cache (ours; it changes speed, never the order); streamed
+    (`score --stream`), as many candidates run together as have their states within it).
     `device_cache_gb`: of that cache, at most this much on the compute device, the rest in CPU memory
     (ours; 0: no bound; speed only, the order is the same).
     """

@@ -39,7 +39,8 @@ class FinerCutConfig(MethodConfig):
     `divergence`: `js_code` is what the official code computes; `js` is the textbook Jensen–Shannon
     divergence (ours, labelled option). `max_steps`: 0 runs to the end as the official loop does;
     `max_ratio`: stop once the removals reach this decoder ratio (ours; 0: no limit).
-    `cache_gb`: memory for the search's hidden-state cache (ours; speed only).
+    `cache_gb`: memory for the search's hidden-state cache (ours; speed only); streamed
+    (`score --stream`), as many candidates run together as have their states within it).
     `device_cache_gb`: of that cache, at most this much on the compute device, the rest in CPU memory
     (ours; 0: no bound; speed only, the order is the same).
     """

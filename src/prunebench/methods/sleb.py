@@ -32,7 +32,8 @@ class SlebConfig(MethodConfig):
 
     `max_steps`: blocks to search (`num_remove_blocks`); 0 searches every removable block.
     `max_ratio`: stop once the removed blocks reach this decoder ratio (ours; 0: no limit).
-    `cache_gb`: memory for the search's hidden-state cache (ours; speed only).
+    `cache_gb`: memory for the search's hidden-state cache (ours; speed only); streamed
+    (`score --stream`), as many candidates run together as have their states within it).
     `device_cache_gb`: of that cache, at most this much on the compute device, the rest in CPU memory
     (ours; 0: no bound; speed only, the order is the same).
     """
