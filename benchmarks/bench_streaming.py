@@ -30,6 +30,7 @@ import json
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -119,6 +120,7 @@ def streamed(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     budget = None if args.device_budget is None else args.device_budget
+    cpu = time.process_time()
     scores = score_model(
         args.model,
         args.method,
@@ -134,6 +136,7 @@ def streamed(args: argparse.Namespace) -> None:
         "step_peak_rss_bytes": scores.meta["cost"]["peak_rss_bytes"],
         "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "wall_s": scores.meta["cost"]["wall_s"],
+        "cpu_s": time.process_time() - cpu,  # the whole call: also the skeleton and the samples read
         "streaming": scores.meta["streaming"],
         **{key: scores.meta[key] for key in ("order", "streamed_search") if key in scores.meta},
     }
@@ -154,8 +157,10 @@ def resident(args: argparse.Namespace) -> None:
     for name, scores_dir in zip(args.methods, args.scores_dirs, strict=True):
         method = get_method(name)
         config = method.config(_params(name))
+        cpu = time.process_time()
         with measure_cost("score") as cost:
             memory = method.score(model, samples, config)
+        cpu = time.process_time() - cpu
         stream = Scores.load(scores_dir)
         same_tensors = memory.tensors.keys() == stream.tensors.keys() and all(
             torch.equal(memory.tensors[k], stream.tensors[k]) for k in memory.tensors
@@ -167,6 +172,7 @@ def resident(args: argparse.Namespace) -> None:
             "same_scores": same_tensors,
             "same_plan": same_plan,
             "resident_wall_s": cost["wall_s"],
+            "resident_cpu_s": cpu,
             "resident_step_peak_rss_bytes": cost["peak_rss_bytes"],
             "plan_layers": len(first.layers),
         }
@@ -284,6 +290,8 @@ def run(args: argparse.Namespace) -> None:
             + (
                 f"  resident: step peak RSS {format_bytes(row['resident_step_peak_rss_bytes'])}, "
                 f"{row['resident_wall_s']:.1f} s, streamed/resident time {row['wall_s'] / row['resident_wall_s']:.2f}x"
+                f" (CPU time {row['cpu_s']:.1f} s / {row['resident_cpu_s']:.1f} s = "
+                f"{row['cpu_s'] / row['resident_cpu_s']:.2f}x)"
                 if "resident_wall_s" in row
                 else ""
             )
