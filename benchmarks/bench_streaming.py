@@ -45,6 +45,8 @@ SHAPES = {
         "vocab_size": 32000,
     },
     "smoke": {"hidden_size": 256, "intermediate_size": 2048, "num_attention_heads": 4, "vocab_size": 1000},
+    # A small Llama (hidden 1024, Llama's 2.75x MLP, 8k vocabulary): the greedy searches on the shared CPU.
+    "small": {"hidden_size": 1024, "intermediate_size": 2816, "num_attention_heads": 16, "vocab_size": 8000},
     "llama2-13b": {
         "hidden_size": 5120,
         "intermediate_size": 13824,
@@ -52,7 +54,18 @@ SHAPES = {
         "vocab_size": 32000,
     },
 }
-RATIOS = {"flap": 0.2, "cfsp": 0.2, "shortgpt": 0.25, "wanda-sp": 0.2, "magnitude-sp": 0.2}
+RATIOS = {
+    "flap": 0.2,
+    "cfsp": 0.2,
+    "shortgpt": 0.25,
+    "wanda-sp": 0.2,
+    "magnitude-sp": 0.2,
+    "blockpruner": 0.1,
+    "sleb": 0.2,
+    "finercut": 0.1,
+}
+#: The greedy searches' options: batches of 2 rows, BlockPruner and FinerCut stopped after 6 steps.
+GREEDY = {"blockpruner": {"max_steps": 6}, "finercut": {"max_steps": 6, "exclude": 0.0}, "sleb": {}}
 
 
 def build_model(path: Path, shape: str, layers: int, seed: int = 0) -> int:
@@ -107,6 +120,7 @@ def streamed(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     budget = None if args.device_budget is None else args.device_budget
+    cpu = time.process_time()
     scores = score_model(
         args.model,
         args.method,
@@ -122,7 +136,9 @@ def streamed(args: argparse.Namespace) -> None:
         "step_peak_rss_bytes": scores.meta["cost"]["peak_rss_bytes"],
         "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "wall_s": scores.meta["cost"]["wall_s"],
+        "cpu_s": time.process_time() - cpu,  # the whole call: also the skeleton and the samples read
         "streaming": scores.meta["streaming"],
+        **{key: scores.meta[key] for key in ("order", "streamed_search") if key in scores.meta},
     }
     print("RESULT " + json.dumps(record))
 
@@ -130,6 +146,7 @@ def streamed(args: argparse.Namespace) -> None:
 def resident(args: argparse.Namespace) -> None:
     """(child) Score every method in memory; compare tensors and plans with the streamed scores."""
     from prunebench.data import load_samples
+    from prunebench.evaluation.cost import measure_cost
     from prunebench.methods import Scores, get_method
     from prunebench.models import load_pretrained
 
@@ -140,23 +157,34 @@ def resident(args: argparse.Namespace) -> None:
     for name, scores_dir in zip(args.methods, args.scores_dirs, strict=True):
         method = get_method(name)
         config = method.config(_params(name))
-        start = time.perf_counter()
-        memory = method.score(model, samples, config)
-        seconds = time.perf_counter() - start
+        cpu = time.process_time()
+        with measure_cost("score") as cost:
+            memory = method.score(model, samples, config)
+        cpu = time.process_time() - cpu
         stream = Scores.load(scores_dir)
         same_tensors = memory.tensors.keys() == stream.tensors.keys() and all(
             torch.equal(memory.tensors[k], stream.tensors[k]) for k in memory.tensors
         )
         first = method.select(memory, model, RATIOS[name], config)
         second = method.select(stream, model, RATIOS[name], config)
-        same_plan = first.to_json() == second.to_json() and _compensation(first) == _compensation(second)
+        same_plan = _decisions(first) == _decisions(second) and _compensation(first) == _compensation(second)
         out[name] = {
             "same_scores": same_tensors,
             "same_plan": same_plan,
-            "resident_wall_s": seconds,
+            "resident_wall_s": cost["wall_s"],
+            "resident_cpu_s": cpu,
+            "resident_step_peak_rss_bytes": cost["peak_rss_bytes"],
             "plan_layers": len(first.layers),
         }
+        if "order" in memory.meta:
+            out[name]["same_order"] = memory.meta["order"] == stream.meta["order"]
     print("RESULT " + json.dumps(out))
+
+
+def _decisions(plan) -> dict:
+    """The plan without ``base_model`` (a greedy method's plan names the scores' model path, which only the
+    streamed scores record)."""
+    return {key: value for key, value in plan.to_json().items() if key != "base_model"}
 
 
 def _compensation(plan) -> dict:
@@ -166,6 +194,8 @@ def _compensation(plan) -> dict:
 
 
 def _params(method: str) -> dict:
+    if method in GREEDY:
+        return {"batch_size": 2, **GREEDY[method]}
     return {"batch_size": 2} if method in ("flap", "shortgpt", "wanda-sp") else {}
 
 
@@ -257,6 +287,20 @@ def run(args: argparse.Namespace) -> None:
             f"step peak RSS {format_bytes(row['step_peak_rss_bytes']):>10s}  process peak "
             f"{format_bytes(row['process_peak_rss_bytes']):>10s}  {row['wall_s']:7.1f} s  "
             f"same scores {row.get('same_scores')}  same plan {row.get('same_plan')}"
+            + (
+                f"  resident: step peak RSS {format_bytes(row['resident_step_peak_rss_bytes'])}, "
+                f"{row['resident_wall_s']:.1f} s, streamed/resident time {row['wall_s'] / row['resident_wall_s']:.2f}x"
+                f" (CPU time {row['cpu_s']:.1f} s / {row['resident_cpu_s']:.1f} s = "
+                f"{row['cpu_s'] / row['resident_cpu_s']:.2f}x)"
+                if "resident_wall_s" in row
+                else ""
+            )
+            + (
+                f"  same order {row.get('same_order')}: {' '.join(f'{layer}.{part}' for layer, part in row['order'])}"
+                if "order" in row
+                else ""
+            )
+            + (f"  search {row['streamed_search']}" if "streamed_search" in row else "")
             + (
                 f"  device peak {format_bytes(row['streaming']['device_peak_bytes'])}"
                 if row["streaming"]["device_peak_bytes"] is not None

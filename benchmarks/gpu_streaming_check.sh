@@ -6,8 +6,10 @@
 #   1. FLAP scored layer by layer (`prunebench score --stream`) under a 20 GiB device budget: the
 #      device's peak memory (CUDA allocator) and the time, from the scores' metadata;
 #   2. BlockPruner's greedy search on the resident model, first 2 steps, with a device cache budget of
-#      4 GiB against none: the same order, the time ratio and both device peaks.
-# Writes $OUT/streaming-13b.json and $OUT/greedy-13b.txt ($OUT: the device tool's output folder, else
+#      4 GiB against none: the same order, the time ratio and both device peaks;
+#   3. BlockPruner's search with the weights streamed (`score --stream`, first 6 steps) under a 20 GiB
+#      device budget: the device's peak, the time and the sweeps / sublayer loads (about 5 more minutes).
+# Writes $OUT/streaming-13b.json, $OUT/greedy-13b.txt and $OUT/greedy-streamed-13b.json ($OUT: the device tool's output folder, else
 # ./gpu-check-out). Needs ~30 GB of free disk under $WORK (default /tmp/gpu-check) and ~10 minutes
 # on an H100/H200-class machine with 16 cores. Run from the repository root:
 #
@@ -25,3 +27,6 @@ cp resources/demo/model/tokenizer* "$WORK/llama2-13b-40l/"
 python benchmarks/bench_greedy.py --model "$WORK/llama2-13b-40l" --text resources/demo/corpus \
     --device cuda --dtype bfloat16 --methods blockpruner --bp-nsamples 16 --bp-seqlen 512 --steps 2 \
     --cache-gb 24 --device-cache-gb 4 2>&1 | tail -n 3 | tee "$OUT/greedy-13b.txt"
+python benchmarks/bench_streaming.py --work "$WORK" --shape llama2-13b --layers 40 --methods blockpruner \
+    --nsamples 16 --seqlen 128 --device cuda --device-budget 20GiB --no-resident --threads 16 \
+    --out "$OUT/greedy-streamed-13b.json" 2>&1 | tail -n 3

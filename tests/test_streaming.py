@@ -215,7 +215,7 @@ def _cli(tmp: Path, path: Path, method: str, *extra: str) -> list[str]:
     ("method", "extra", "message"),
     [
         ("shortened-taylor", ["--stream"], r"shortened-taylor cannot stream layers: .*full-model backward"),
-        ("blockpruner", ["--stream"], r"blockpruner cannot stream layers"),
+        ("llm-pruner", ["--stream"], r"llm-pruner cannot stream layers: .*full-model backward"),
         ("flap", ["--device-budget", "1GiB"], r"a device budget applies to a streamed pass: give --stream"),
         ("flap", ["--stream", "--device-budget", "huge"], r"--device-budget 'huge' is not a size"),
         (

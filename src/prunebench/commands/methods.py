@@ -27,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
         tags += " [expensive step per ratio]" if cls.ratio_dependent else ""
         print(f"{name:<{width}}  {cls.summary()}{tags}")
         if args.streaming:
-            reason = cls.no_streaming
-            print(f"{'':<{width}}    streams: {'yes' if reason is None else 'no, ' + reason}")
+            reason, note = cls.no_streaming, cls.streaming_note
+            answer = ("yes" + (f", {note}" if note else "")) if reason is None else "no, " + reason
+            print(f"{'':<{width}}    streams: {answer}")
             reason = cls.no_streamed_selection
             print(f"{'':<{width}}    prunes from CPU memory: {'yes' if reason is None else 'no, ' + reason}")
         if args.defaults:

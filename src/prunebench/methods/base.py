@@ -141,6 +141,8 @@ class Method(abc.ABC):
     #: Why the method cannot score one decoder layer at a time; ``None`` when it can
     #: (:meth:`score_layers`, used by ``prunebench score --stream``).
     no_streaming: ClassVar[str | None] = "its scores need the whole model resident"
+    #: How a method that streams does it, when more than one pass over the layers (``methods --streaming``).
+    streaming_note: ClassVar[str | None] = None
     #: Why :meth:`select` cannot run with the model in CPU memory (``prunebench prune --stream``);
     #: ``None`` when it can: it reads only the scores, or its per-ratio pass takes one layer at a time
     #: to the device (:meth:`select_streamed`).

@@ -17,8 +17,6 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods.base import MethodConfig, Scores
 from prunebench.methods.greedy_method import (
     GreedyOrderMethod,
-    calibration_batches,
-    check_dense,
     check_reachable,
     check_search_budget,
     check_within_search,
@@ -27,7 +25,8 @@ from prunebench.methods.greedy_method import (
     ratio_stop,
     scores_from_search,
 )
-from prunebench.methods.greedy_search import CandidateList, Criterion, greedy_search
+from prunebench.methods.greedy_search import CandidateList, Criterion, DecoderRunner, search
+from prunebench.methods.greedy_stream import StreamedDecoder
 from prunebench.methods.registry import register
 from prunebench.methods.removal_order import Removal
 from prunebench.models import get_adapter
@@ -43,7 +42,8 @@ class BlockPrunerConfig(MethodConfig):
     `max_steps`: the search length (`--del-block-num`); 0 runs to the end (every candidate removed).
     `max_ratio`: stop once the removals reach this decoder ratio (ours; 0: no limit); the order up to
     there is the longer search's, so every ratio up to `max_ratio` gets the same plan.
-    `cache_gb`: memory for the search's hidden-state cache (ours; it changes speed, never the order).
+    `cache_gb`: memory for the search's hidden-state cache (ours; it changes speed, never the order); streamed
+    (`score --stream`), as many candidates run together as have their states within it).
     `device_cache_gb`: of that cache, at most this much on the compute device, the rest in CPU memory
     (ours; 0: no bound; speed only, the order is the same).
     """
@@ -155,7 +155,7 @@ class BlockPruner(GreedyOrderMethod):
     blocks). `block_type` restricts candidates to `mha` or `mlp`. The search runs once (to `max_steps` or
     to the end) and every ratio is a prefix of its order (`plan_from_order`, real parameter counts).
     Ours: the search is computed with `greedy_search` (prefix cache, candidate memo, early abandoning), which returns the
-    naive search's order; the result is physically pruned rather than masked.
+    naive search's order, resident or with streamed weights (`score --stream`); the result is physically pruned rather than masked.
 
     Ratio to count: the official code takes a count of sublayers (`--del-block-num`) and reports the
     resulting parameter ratio. Here the count is the fewest steps whose parameters reach the study's
@@ -187,17 +187,16 @@ class BlockPruner(GreedyOrderMethod):
         allowed = candidate_list(get_adapter(model).num_layers, config.block_type)([])
         check_reachable(model, allowed, self._steps(model, config), target_ratio, self.name)
 
-    def score(self, model: nn.Module, calibration: torch.Tensor, config: MethodConfig) -> Scores:
-        check_dense(model, self.name)
-        batches = calibration_batches(calibration, config.batch_size, self.name)
+    def search_order(
+        self, runner: DecoderRunner | StreamedDecoder, model: nn.Module, steps: int, config: MethodConfig
+    ) -> Scores:
         num_layers = get_adapter(model).num_layers
-        criterion = CalibrationPerplexity(batches, model.config.pad_token_id)
-        result = greedy_search(
-            model,
-            batches,
+        criterion = CalibrationPerplexity(runner.batches, model.config.pad_token_id)
+        result = search(
+            runner,
             criterion,
             candidate_list(num_layers, config.block_type),
-            self._steps(model, config),
+            steps,
             self.name,
             cache_gb=config.cache_gb,
             device_cache_gb=config.device_cache_gb,

@@ -14,15 +14,14 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods.base import MethodConfig, Scores
 from prunebench.methods.greedy_method import (
     GreedyOrderMethod,
-    calibration_batches,
-    check_dense,
     check_reachable,
     check_search_budget,
     check_within_search,
     ratio_stop,
     scores_from_search,
 )
-from prunebench.methods.greedy_search import Criterion, greedy_search
+from prunebench.methods.greedy_search import Criterion, DecoderRunner, search
+from prunebench.methods.greedy_stream import StreamedDecoder
 from prunebench.methods.registry import register
 from prunebench.methods.removal_order import Removal
 from prunebench.models import get_adapter
@@ -40,7 +39,8 @@ class FinerCutConfig(MethodConfig):
     `divergence`: `js_code` is what the official code computes; `js` is the textbook Jensen–Shannon
     divergence (ours, labelled option). `max_steps`: 0 runs to the end as the official loop does;
     `max_ratio`: stop once the removals reach this decoder ratio (ours; 0: no limit).
-    `cache_gb`: memory for the search's hidden-state cache (ours; speed only).
+    `cache_gb`: memory for the search's hidden-state cache (ours; speed only); streamed
+    (`score --stream`), as many candidates run together as have their states within it).
     `device_cache_gb`: of that cache, at most this much on the compute device, the rest in CPU memory
     (ours; 0: no bound; speed only, the order is the same).
     """
@@ -232,15 +232,13 @@ class FinerCut(GreedyOrderMethod):
         allowed = [*schedule.targets, *schedule.excluded]
         check_reachable(model, allowed, self._steps(model, config), target_ratio, self.name)
 
-    def score(self, model: nn.Module, calibration: torch.Tensor, config: MethodConfig) -> Scores:
-        check_dense(model, self.name)
-        batches = calibration_batches(calibration, config.batch_size, self.name)
-        steps = self._steps(model, config)
-        criterion = OutputDivergence(reference_logits(model, batches), config.divergence)
+    def search_order(
+        self, runner: DecoderRunner | StreamedDecoder, model: nn.Module, steps: int, config: MethodConfig
+    ) -> Scores:
+        criterion = OutputDivergence(runner.dense_logits(), config.divergence)
         schedule = self._schedule(model, config)
-        result = greedy_search(
-            model,
-            batches,
+        result = search(
+            runner,
             criterion,
             schedule.candidates,
             steps,

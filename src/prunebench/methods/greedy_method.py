@@ -1,15 +1,19 @@
-"""What BlockPruner, FinerCut and SLEB share around the search: input checks, the saved order, `select`."""
+"""What BlockPruner, FinerCut and SLEB share around the search: input checks, resident or streamed scoring,
+the saved order, `select`."""
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, MethodConfig, Scores
-from prunebench.methods.greedy_search import SearchResult
+from prunebench.methods.greedy_search import DecoderRunner, SearchResult, sweep_size
+from prunebench.methods.greedy_stream import StreamedDecoder, device_cache_gb
 from prunebench.methods.removal_order import (
     Removal,
     longest_prefix_keeping_a_sublayer,
@@ -19,6 +23,7 @@ from prunebench.methods.removal_order import (
 )
 from prunebench.models import get_adapter
 from prunebench.models.counting import decoder_params
+from prunebench.models.streaming import ResidentRunner, Runner
 from prunebench.plan import PruningPlan
 
 
@@ -147,12 +152,61 @@ def order_from_scores(scores: Scores, model: nn.Module, name: str) -> list[Remov
 
 
 class GreedyOrderMethod(Method):
-    """A method whose scores are a greedy removal order; `select` takes its shortest sufficient prefix."""
+    """A method whose scores are a greedy removal order; `select` takes its shortest sufficient prefix.
 
-    no_streaming = (
-        "every candidate of every step re-runs the layers after it, so a streamed search would read the "
-        "model once per candidate; its caches spill to CPU memory instead (device_cache_gb)"
+    `score` searches the resident model; `score_layers` with a `StreamingRunner` (`prunebench score
+    --stream`) searches with the weights streamed one sublayer at a time (`greedy_stream`): the same order.
+    """
+
+    no_streaming = None
+    streaming_note = (
+        "layer-major: per step, each group of candidates (as many as cache_gb holds) is one read of the "
+        "layers, every calibration batch through each loaded sublayer; no early abandoning; same order"
     )
+
+    @abc.abstractmethod
+    def _steps(self, model: nn.Module, config: MethodConfig) -> int:
+        """The search length for this model (raises `PrunebenchError` for one that cannot be run)."""
+
+    @abc.abstractmethod
+    def search_order(
+        self, runner: DecoderRunner | StreamedDecoder, model: nn.Module, steps: int, config: MethodConfig
+    ) -> Scores:
+        """The method's search (`greedy_search.search`) over `runner`'s calibration batches, as Scores."""
+
+    def score(self, model: nn.Module, calibration: torch.Tensor, config: MethodConfig) -> Scores:
+        check_dense(model, self.name)
+        batches = calibration_batches(calibration, config.batch_size, self.name)
+        steps = self._steps(model, config)
+        with torch.no_grad():
+            runner = DecoderRunner(model, batches)
+        return self.search_order(runner, model, steps, config)
+
+    def score_layers(self, runner: Runner, calibration: torch.Tensor | None, config: MethodConfig) -> Scores:
+        """The search with the weights streamed by `runner` (a `StreamingRunner`; a `ResidentRunner` is
+        `score`). `runner.budget` (bytes), when set, bounds the device: one layer, the final norm and LM
+        head, and the states (`greedy_stream.device_cache_gb`; a budget below one batch's states is a
+        `PrunebenchError` before any weight is read). Scores as `score`'s, plus `streamed_search`: the
+        candidates per sweep, the sweeps and the sublayer loads."""
+        if isinstance(runner, ResidentRunner):
+            return self.score(runner.model, calibration, config)
+        model = runner.model
+        check_dense(model, self.name)
+        batches = calibration_batches(calibration, config.batch_size, self.name)
+        steps = self._steps(model, config)
+        rows, seqlen = batches[0].shape
+        device_gb = device_cache_gb(runner, int(rows), int(seqlen), config.device_cache_gb)
+        with torch.no_grad(), runner.device_peak():
+            decoder = StreamedDecoder(runner.source, batches, runner.device)
+            scores = self.search_order(decoder, model, steps, replace(config, device_cache_gb=device_gb))
+        runner.record.batches = len(batches)
+        scores.meta["streamed_search"] = {
+            "candidates_per_sweep": sweep_size(decoder, config.cache_gb, 2 * decoder.num_layers),
+            "sweeps": decoder.sweeps,
+            "sublayer_loads": decoder.loads,
+            "early_abandoning": False,
+        }
+        return scores
 
     def select(
         self, scores: Scores, model: nn.Module, target_ratio: float, config: MethodConfig

@@ -31,6 +31,12 @@ Speed-ups (ours; none of them changes a decision, see `greedy_reference.referenc
   the best candidate so far is dropped before its remaining batches are run. Candidates are visited in
   the order of their previous-step scores (best first) to make this bite; the winner is still the first
   minimum in the official list order.
+- **Layer-major runs** (`search` with a runner whose weights are streamed, `greedy_stream`): a group of
+  candidates (`sweep_size`, from `cache_gb`) goes through the layers together, each loaded sublayer
+  applied to every candidate's every batch (`Stream`, `run_streams`), so the weights are read once per
+  group and step instead of once per candidate and batch. Scores are then complete before any is known,
+  so early abandoning is off; each (candidate, batch) runs the same sublayer calls on the same states,
+  and its score sums the same row values in the same order, so the order and scores are the same.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from prunebench.methods.removal_order import Removal
 from prunebench.models import get_adapter
 
 CandidateList = Callable[[list[Removal]], list[Removal]]
+Record = Callable[[int, str, torch.Tensor], None]
 
 
 class Criterion(abc.ABC):
@@ -77,6 +84,27 @@ def accumulate(total: float, values: Sequence[float]) -> float:
     return total
 
 
+def attention_step(layer: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    """`hidden + attn(input_norm(hidden))` with decoder layer `layer`'s modules (`[B, T, H]` in and out)."""
+    return hidden + layer.self_attn(hidden_states=layer.input_layernorm(hidden), **kwargs)[0]
+
+
+def mlp_step(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """`hidden + mlp(post_attention_norm(hidden))` with decoder layer `layer`'s modules."""
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+@dataclass
+class Stream:
+    """One removal set run over every calibration batch, batch `b` from `starts[b]` = (stored hidden state
+    `[B, T, H]`, layer, after_attention); `records[b]` (or None) sees its states as `DecoderRunner.run`'s
+    `record` does."""
+
+    removed: frozenset[Removal]
+    starts: list[tuple[torch.Tensor, int, bool]]
+    records: list[Record | None]
+
+
 class DecoderRunner:
     """Runs a causal LM's decoder sublayer by sublayer on fixed batches, with chosen sublayers skipped.
 
@@ -85,9 +113,13 @@ class DecoderRunner:
     decoder layer's own forward does: `h + attn(input_norm(h))`, then `h + mlp(post_norm(h))`.
     """
 
+    #: Candidates are scored one at a time, batch by batch (early abandoning applies).
+    layer_major = False
+
     def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor]):
         adapter = get_adapter(model)
         decoder = model.model
+        self.model = model
         self.layers = adapter.layers
         self.norm = adapter.final_norm
         self.lm_head = adapter.lm_head
@@ -125,14 +157,11 @@ class DecoderRunner:
 
     def attention_step(self, layer: int, hidden: torch.Tensor, batch: int) -> torch.Tensor:
         """Residual stream after layer `layer`'s attention sublayer."""
-        module = self.layers[layer]
-        out = module.self_attn(hidden_states=module.input_layernorm(hidden), **self.kwargs[batch][layer])[0]
-        return hidden + out
+        return attention_step(self.layers[layer], hidden, self.kwargs[batch][layer])
 
     def mlp_step(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         """Residual stream after layer `layer`'s MLP sublayer."""
-        module = self.layers[layer]
-        return hidden + module.mlp(module.post_attention_layernorm(hidden))
+        return mlp_step(self.layers[layer], hidden)
 
     def run(
         self,
@@ -141,7 +170,7 @@ class DecoderRunner:
         start: int,
         removed: frozenset[Removal],
         after_attention: bool = False,
-        record: Callable[[int, str, torch.Tensor], None] | None = None,
+        record: Record | None = None,
     ) -> torch.Tensor:
         """Runs layers `start`.. to the end with `removed` skipped; returns the final residual stream.
 
@@ -161,36 +190,63 @@ class DecoderRunner:
                 hidden = self.mlp_step(layer, hidden)
         return hidden
 
+    def run_streams(self, streams: Sequence[Stream], placement: StatePlacement) -> list[list[torch.Tensor]]:
+        """Final residual stream of every stream and batch, run batch by batch (`run`)."""
+        return [
+            [
+                self.run(placement.fetch(hidden), b, start, stream.removed, after, stream.records[b])
+                for b, (hidden, start, after) in enumerate(stream.starts)
+            ]
+            for stream in streams
+        ]
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head on the final residual stream (final norm included)."""
         return self.lm_head(self.norm(hidden))
 
+    @torch.no_grad()
+    def dense_logits(self) -> list[torch.Tensor]:
+        """The dense model's logits `[B, T, V]` per batch, from the model's own forward."""
+        return [self.model(input_ids=b.to(self.device), use_cache=False).logits for b in self.batches]
+
 
 class StatePlacement:
     """Where a cached state lives: on the compute device while the device budget lasts, else in CPU
-    memory (pinned on CUDA). The split is fixed once from the sizes: the prefix cache's states of the
-    first `prefix_layers` layers stay on the device, and the memo's states when `memo_on_device`."""
+    memory (pinned on CUDA). The split is fixed once from the sizes: in a layer-major search the states
+    of the first `in_flight` streams of a sweep, then the prefix cache's states of the first
+    `prefix_layers` layers, then the memo's states when `memo_on_device`."""
 
-    def __init__(self, device: torch.device, prefix_layers: int, memo_on_device: bool):
+    def __init__(self, device: torch.device, prefix_layers: int, memo_on_device: bool, in_flight: int = 0):
         self.device = device
         self.prefix_layers = prefix_layers
         self.memo_on_device = memo_on_device
+        self.in_flight = in_flight
 
     @classmethod
     def plan(
-        cls, runner: DecoderRunner, device_gb: float, prefix_stride: int, memo_stride: int, candidates: int
+        cls,
+        runner: DecoderRunner,
+        device_gb: float,
+        prefix_stride: int,
+        memo_stride: int,
+        candidates: int,
+        sweep: int = 0,
     ) -> StatePlacement:
-        """Fill `device_gb` (0: no bound) with prefix-cache layers first, then the whole memo if it fits."""
+        """Fill `device_gb` (0: no bound) with the `sweep` streams run together (layer-major search), then
+        prefix-cache layers, then the whole memo if it fits."""
         layers = runner.num_layers
         if not device_gb:
-            return cls(runner.device, layers, True)
+            return cls(runner.device, layers, True, sweep)
         state_bytes = max(sum(h.numel() * h.element_size() for h in runner.inputs), 1)
+        budget = device_gb * 2**30
+        in_flight = min(sweep, int(budget // state_bytes))
+        budget -= in_flight * state_bytes
         per_layer = (2 if prefix_stride == 1 else 1) * state_bytes
-        kept = int(device_gb * 2**30 // per_layer)
+        kept = int(budget // per_layer)
         prefix_layers = min(layers, kept * (prefix_stride if prefix_stride > 1 else 1))
-        room = device_gb * 2**30 - per_layer * min(kept, math.ceil(layers / max(prefix_stride, 1)))
+        room = budget - per_layer * min(kept, math.ceil(layers / max(prefix_stride, 1)))
         memo_bytes = 0 if memo_stride == 0 else 2 * candidates * (layers - 1) * state_bytes // memo_stride
-        return cls(runner.device, prefix_layers, memo_bytes <= room)
+        return cls(runner.device, prefix_layers, memo_bytes <= room, in_flight)
 
     def keep(self, hidden: torch.Tensor, on_device: bool) -> torch.Tensor:
         """``hidden`` as stored: itself on the device, or a copy in CPU memory (also when the device is
@@ -205,6 +261,10 @@ class StatePlacement:
 
     def memo(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.keep(hidden, self.memo_on_device)
+
+    def swept(self, stream: int, hidden: torch.Tensor) -> torch.Tensor:
+        """A state of stream `stream` of a sweep between two sublayers."""
+        return self.keep(hidden, stream < self.in_flight)
 
     def fetch(self, hidden: torch.Tensor) -> torch.Tensor:
         """A stored state on the compute device."""
@@ -227,16 +287,23 @@ class PrefixCache:
     def refresh(self, removed: frozenset[Removal], from_layer: int) -> None:
         """Recomputes the cached states of layers >= `from_layer` for the removal set `removed`."""
         start = from_layer - from_layer % self.stride
-        for b in range(len(self.runner.inputs)):
 
-            def record(layer: int, kind: str, hidden: torch.Tensor, b: int = b) -> None:
+        def recorder(b: int) -> Record:
+            def record(layer: int, kind: str, hidden: torch.Tensor) -> None:
                 if kind == "in" and layer % self.stride == 0 and layer >= from_layer:
                     self.entering[b][layer] = self.placement.prefix(layer, hidden)
                 elif kind == "mid" and self.stride == 1 and layer >= from_layer:
                     self.middle[b][layer] = self.placement.prefix(layer, hidden)
 
-            hidden = self.placement.fetch(self.entering[b][start])
-            self.runner.run(hidden, b, start, removed, record=record)
+            return record
+
+        batches = range(len(self.runner.inputs))
+        stream = Stream(
+            removed,
+            [(self.entering[b][start], start, False) for b in batches],
+            [recorder(b) for b in batches],
+        )
+        self.runner.run_streams([stream], self.placement)
 
     def adopt(self, winner: Removal, states: list[dict[tuple[int, str], torch.Tensor]]) -> None:
         """Takes the winner's own states (every layer after it, per batch) as the refreshed cache.
@@ -254,11 +321,11 @@ class PrefixCache:
                 self.middle[b][winner.layer] = self.entering[b][winner.layer]
 
     def start(self, candidate: Removal, batch: int) -> tuple[torch.Tensor, int, bool]:
-        """(hidden, layer, after_attention) from which a candidate's forward must start."""
+        """(stored hidden, layer, after_attention) from which a candidate's forward must start."""
         if candidate.part == "mlp" and self.stride == 1:
-            return self.placement.fetch(self.middle[batch][candidate.layer]), candidate.layer, True
+            return self.middle[batch][candidate.layer], candidate.layer, True
         layer = candidate.layer - candidate.layer % self.stride
-        return self.placement.fetch(self.entering[batch][layer]), layer, False
+        return self.entering[batch][layer], layer, False
 
 
 def _position(layer: int, kind: str) -> int:
@@ -283,15 +350,14 @@ class CandidateMemo:
         self.states: dict[tuple[Removal, int], dict[tuple[int, str], torch.Tensor]] = {}
 
     def start(self, candidate: Removal, batch: int) -> tuple[torch.Tensor, int, bool] | None:
-        """(hidden, layer, after_attention) of the deepest still-valid state of this candidate, if any."""
+        """(stored hidden, layer, after_attention) of the deepest still-valid state of this candidate, if any."""
         saved = self.states.get((candidate, batch))
         if not saved:
             return None
         layer, kind = max(saved, key=lambda key: _position(*key))
-        hidden = saved[(layer, kind)]
-        return (hidden if self.placement is None else self.placement.fetch(hidden)), layer, kind == "mid"
+        return saved[(layer, kind)], layer, kind == "mid"
 
-    def recorder(self, candidate: Removal, batch: int) -> Callable[[int, str, torch.Tensor], None] | None:
+    def recorder(self, candidate: Removal, batch: int) -> Record | None:
         if self.stride == 0:
             return None
         saved = self.states.setdefault((candidate, batch), {})
@@ -388,7 +454,7 @@ def greedy_search(
     progress: bool = True,
     stop: Callable[[list[Removal]], bool] | None = None,
 ) -> SearchResult:
-    """The fast search: returns exactly what `reference_search` returns, in less time.
+    """The fast search on a resident model: returns exactly what `reference_search` returns, in less time.
 
     `stop(order)`, when given, ends the search after the first step at which it is true (the order is
     then a prefix of the longer search's). `device_cache_gb` (0: no bound) keeps at most that much of
@@ -396,10 +462,38 @@ def greedy_search(
     """
     with torch.no_grad():
         runner = DecoderRunner(model, batches)
-        prefix_stride, memo_stride = cache_strides(runner, cache_gb, 2 * runner.num_layers)
-        placement = StatePlacement.plan(
-            runner, device_cache_gb, prefix_stride, memo_stride, 2 * runner.num_layers
-        )
+    return search(runner, criterion, candidates, max_steps, name, cache_gb, device_cache_gb, progress, stop)
+
+
+def sweep_size(runner: DecoderRunner, cache_gb: float, candidates: int) -> int:
+    """Candidates run together in one layer-major sweep: as many as have their states (every calibration
+    batch, `[N, T, H]` in all) within `cache_gb` GiB, at least one and at most `candidates`."""
+    state_bytes = max(sum(h.numel() * h.element_size() for h in runner.inputs), 1)
+    return max(1, min(candidates, int(cache_gb * 2**30 // state_bytes)))
+
+
+def search(
+    runner: DecoderRunner,
+    criterion: Criterion,
+    candidates: CandidateList,
+    max_steps: int,
+    name: str,
+    cache_gb: float = 8.0,
+    device_cache_gb: float = 0.0,
+    progress: bool = True,
+    stop: Callable[[list[Removal]], bool] | None = None,
+) -> SearchResult:
+    """`greedy_search` on any runner: the resident `DecoderRunner` scores candidates one at a time with
+    early abandoning; a `layer_major` runner (`greedy_stream.StreamedDecoder`) scores them `sweep_size` at a
+    time, every calibration batch through each loaded sublayer, each score in full. Same order and scores.
+
+    Raises `PrunebenchError` when no candidate of a step has a finite score.
+    """
+    with torch.no_grad():
+        most = 2 * runner.num_layers
+        prefix_stride, memo_stride = cache_strides(runner, cache_gb, most)
+        sweep = sweep_size(runner, cache_gb, most) if runner.layer_major else 0
+        placement = StatePlacement.plan(runner, device_cache_gb, prefix_stride, memo_stride, most, sweep)
         cache = PrefixCache(runner, prefix_stride, placement)
         memo = CandidateMemo(memo_stride, runner.num_layers, placement)
         rows = [int(b.shape[0]) for b in runner.batches]
@@ -414,11 +508,16 @@ def greedy_search(
             if not listed:
                 break
             best: tuple[float, int] | None = None
+            swept = _sweeps(runner, cache, memo, criterion, removed, listed, sweep) if sweep else None
             visit = sorted(range(len(listed)), key=lambda i: (previous.get(listed[i], math.inf), i))
             for position in visit:
                 candidate = listed[position]
-                score = _evaluate(
-                    runner, cache, memo, criterion, removed | {candidate}, candidate, rows, best
+                score = (
+                    swept[position]
+                    if swept is not None
+                    else _evaluate(
+                        runner, cache, memo, criterion, removed | {candidate}, candidate, rows, best
+                    )
                 )
                 previous[candidate] = score
                 if pick(best, score, position):
@@ -456,12 +555,11 @@ def _evaluate(
     total = 0.0
     remaining = sum(rows)
     for b in range(len(rows)):
-        hidden, start, after_attention = cache.start(candidate, b)
-        own = memo.start(candidate, b)
-        if own is not None:
-            hidden, start, after_attention = own
+        hidden, start, after_attention = memo.start(candidate, b) or cache.start(candidate, b)
         record = memo.recorder(candidate, b)
-        hidden = runner.run(hidden, b, start, removed, after_attention=after_attention, record=record)
+        hidden = runner.run(
+            cache.placement.fetch(hidden), b, start, removed, after_attention=after_attention, record=record
+        )
         total = accumulate(total, criterion.row_values(runner.logits(hidden), b))
         remaining -= rows[b]
         if best is not None and remaining:
@@ -469,3 +567,39 @@ def _evaluate(
             if bound > best[0]:
                 return bound
     return criterion.finalize(total)
+
+
+def _sweeps(
+    runner: DecoderRunner,
+    cache: PrefixCache,
+    memo: CandidateMemo,
+    criterion: Criterion,
+    removed: frozenset[Removal],
+    listed: list[Removal],
+    size: int,
+) -> list[float]:
+    """The full score of every listed candidate (no early abandoning), `size` candidates per
+    `run_streams` call, grouped by where they start (so a group of late starters reads only the last
+    layers); each score sums its batches in batch order, as `_evaluate` does."""
+    batches = range(len(runner.inputs))
+    streams = [
+        Stream(
+            removed | {candidate},
+            [memo.start(candidate, b) or cache.start(candidate, b) for b in batches],
+            [memo.recorder(candidate, b) for b in batches],
+        )
+        for candidate in listed
+    ]
+    by_start = sorted(range(len(listed)), key=lambda i: min(start for _, start, _ in streams[i].starts))
+    scores = [math.nan] * len(listed)
+    for first in range(0, len(listed), size):
+        group = by_start[first : first + size]
+        for i, finals in zip(
+            group, runner.run_streams([streams[i] for i in group], cache.placement), strict=True
+        ):
+            total = 0.0
+            for b, hidden in enumerate(finals):
+                logits = runner.logits(cache.placement.fetch(hidden))
+                total = accumulate(total, criterion.row_values(logits, b))
+            scores[i] = criterion.finalize(total)
+    return scores

@@ -11,8 +11,6 @@ from prunebench.errors import PrunebenchError
 from prunebench.methods.base import MethodConfig, Scores
 from prunebench.methods.greedy_method import (
     GreedyOrderMethod,
-    calibration_batches,
-    check_dense,
     check_reachable,
     check_search_budget,
     check_within_search,
@@ -21,7 +19,8 @@ from prunebench.methods.greedy_method import (
     ratio_stop,
     scores_from_search,
 )
-from prunebench.methods.greedy_search import Criterion, greedy_search
+from prunebench.methods.greedy_search import Criterion, DecoderRunner, search
+from prunebench.methods.greedy_stream import StreamedDecoder
 from prunebench.methods.registry import register
 from prunebench.methods.removal_order import Removal
 from prunebench.models import get_adapter
@@ -33,7 +32,8 @@ class SlebConfig(MethodConfig):
 
     `max_steps`: blocks to search (`num_remove_blocks`); 0 searches every removable block.
     `max_ratio`: stop once the removed blocks reach this decoder ratio (ours; 0: no limit).
-    `cache_gb`: memory for the search's hidden-state cache (ours; speed only).
+    `cache_gb`: memory for the search's hidden-state cache (ours; speed only); streamed
+    (`score --stream`), as many candidates run together as have their states within it).
     `device_cache_gb`: of that cache, at most this much on the compute device, the rest in CPU memory
     (ours; 0: no bound; speed only, the order is the same).
     """
@@ -123,16 +123,15 @@ class Sleb(GreedyOrderMethod):
             model, self._removable(model, config), self._steps(model, config), target_ratio, self.name
         )
 
-    def score(self, model: nn.Module, calibration: torch.Tensor, config: MethodConfig) -> Scores:
-        check_dense(model, self.name)
-        batches = calibration_batches(calibration, config.batch_size, self.name)
+    def search_order(
+        self, runner: DecoderRunner | StreamedDecoder, model: nn.Module, steps: int, config: MethodConfig
+    ) -> Scores:
         num_layers = get_adapter(model).num_layers
-        result = greedy_search(
-            model,
-            batches,
-            SummedNll(batches),
+        result = search(
+            runner,
+            SummedNll(runner.batches),
             block_candidates(num_layers, config.early_barrier, config.latter_barrier),
-            self._steps(model, config),
+            steps,
             self.name,
             cache_gb=config.cache_gb,
             device_cache_gb=config.device_cache_gb,

@@ -181,6 +181,10 @@ class LayerSource(Protocol):
         """Bytes of layer ``index``'s weights in the compute dtype."""
         ...
 
+    def final_modules(self, device: torch.device) -> tuple[nn.Module, nn.Module]:
+        """The final norm and the LM head on ``device`` (for a search that needs the logits)."""
+        ...
+
 
 class _Captured(Exception):
     """Stops a forward pass once the first decoder layer's call is captured."""
@@ -236,6 +240,11 @@ class ResidentLayers:
 
     def layer_bytes(self, index: int) -> int:
         return _param_bytes(self._adapter.layers[index])
+
+    def final_modules(self, device: torch.device) -> tuple[nn.Module, nn.Module]:
+        """Copies of the final norm and the LM head on ``device`` (the model's own stay where they are)."""
+        norm, head = (copy.deepcopy(m).to(device) for m in (self._adapter.final_norm, self._adapter.lm_head))
+        return norm, head
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -519,10 +528,10 @@ class StreamingRunner:
         runs as its two sublayers, exactly as its own forward does (``h + attn(norm(h))``, then
         ``h + mlp(norm(h))``), with one sublayer's weights resident at a time.
         """
-        dtype = next(iter(self._dtypes()))
+        dtype = self.dtype
         self.check_batch(min(batch_size, calibration.shape[0]), calibration.shape[1], dtype)
         split = self.source.sublayers and probe.carry is None
-        with torch.no_grad(), self._device_peak():
+        with torch.no_grad(), self.device_peak():
             batches = calibration.split(batch_size)
             calls = [self.source.layer_inputs(batch, self.device) for batch in batches]
             kwargs = [call[1] for call in calls]
@@ -603,7 +612,7 @@ class StreamingRunner:
     def scan(self, probe: LayerProbe, desc: str) -> None:
         """The probe's ``finish_attention`` and ``finish`` on every layer, loaded a sublayer (or a layer)
         at a time (weight-only statistics)."""
-        with torch.no_grad(), self._device_peak():
+        with torch.no_grad(), self.device_peak():
             for index in progress(range(self.adapter.num_layers), desc, unit="layer"):
                 if self.source.sublayers:
                     layer = self.source.load(index, self.device, "attention")
@@ -618,6 +627,11 @@ class StreamingRunner:
                     probe.finish(index, layer)
                     self.source.release(index, layer)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' compute dtype: the source's (``SafetensorsLayers``), else the layers' own."""
+        return next(iter(self._dtypes()))
+
     def _dtypes(self) -> Iterator[torch.dtype]:
         dtype = getattr(self.source, "dtype", None)
         if dtype is not None:
@@ -625,7 +639,7 @@ class StreamingRunner:
         yield from (p.dtype for p in self.adapter.layers[0].parameters())
 
     @contextlib.contextmanager
-    def _device_peak(self) -> Iterator[None]:
+    def device_peak(self) -> Iterator[None]:
         """Record the CUDA allocator's peak over the pass (``None`` on other devices)."""
         cuda = self.device.type == "cuda"
         if cuda:
