@@ -221,4 +221,5 @@ def test_a_second_engine_stands_beside_the_eager_one(study):
         rows["speedup_decode_compiled"], np.where(rows["method"] == "dense", 1, 2) * rows["speedup_decode"]
     )
     assert "compiled decode ×" in summary_table(rows, "acc_norm")
+    assert "eager decode ×" in summary_table(rows, "acc_norm")
     assert "compiled decode ×" not in summary_table(summary(results, "acc_norm"), "acc_norm")

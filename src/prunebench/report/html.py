@@ -287,7 +287,7 @@ def findings_sections(findings: pd.DataFrame) -> list[dict[str, Any]]:
                 f"mean {first['accuracy_metric']}",
                 "mean zero-shot accuracy over tasks (0-1) ± 1.96 standard errors",
             ),
-            *_speedup_headers(),
+            *_speedup_headers("eager " if engines else ""),
             *[h for e in engines for h in _speedup_headers(f"{e} ")],
             ("shapes pooled", "how many measurements of this exact plan shape the speed-up pools"),
         ]
@@ -308,8 +308,8 @@ def summary_table(summary: pd.DataFrame, headline: str) -> str:
         ("recovery", "recovery variant"),
         ("target", "requested fraction of decoder-layer parameters removed"),
     ]
-    headers += _speedup_headers()
     engines = _other_engines(summary, "speedup_decode_{}")
+    headers += _speedup_headers("eager " if engines else "")
     headers += [h for e in engines for h in _speedup_headers(f"{e} ")]
     headers += [
         (
