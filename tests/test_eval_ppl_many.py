@@ -93,3 +93,14 @@ def test_one_split_or_one_per_text(tmp_path, capsys):
     texts = ["--text", CORPUS, "--text", CORPUS, "--text", CORPUS]
     assert main([*argv, *texts, "--split", "test", "--split", "validation"]) == 2
     assert "prunebench: error: 2 --split for 3 --text; give one, or one per --text" in capsys.readouterr().err
+
+
+def test_a_text_file_records_no_split(tmp_path):
+    """A text file is its own text for every split: the result does not claim one."""
+    text_file = tmp_path / "t.txt"
+    with gzip.open(f"{CORPUS}/test.txt.gz", "rt", encoding="utf-8") as fh:
+        text_file.write_text(fh.read()[:20000], encoding="utf-8")
+    out = tmp_path / "r.json"
+    argv = ["eval", "ppl", "--model", MODEL, "--seqlen", "16", "--max-windows", "2", "--out", str(out)]
+    assert main([*argv, "--text", str(text_file), "--split", "validation"]) == 0
+    assert _read(out)["split"] is None

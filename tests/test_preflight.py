@@ -150,6 +150,21 @@ def test_a_split_for_a_data_set_the_study_does_not_evaluate_is_refused():
     )
 
 
+def test_an_unknown_split_of_one_data_set_is_named_under_splits():
+    raw = {
+        "models": {"tiny": {"path": TINY}},
+        "methods": {"magnitude-sp": {}},
+        "ratios": [0.3],
+        "evaluation": {"ppl": {"datasets": {"demo": CORPUS}, "splits": {"demo": "dev"}}},
+    }
+    with pytest.raises(PrunebenchError) as caught:
+        validate_config(raw)
+    assert (
+        "config.evaluation.ppl.splits.demo: unknown split 'dev'; choose one of train, validation, test"
+        in str(caught.value)
+    )
+
+
 def test_a_hub_split_that_does_not_open_or_starts_otherwise(hub_from, capsys):
     path = hub_from / PTB.repo / "penn_treebank" / "test" / "0000.parquet"
     path.parent.mkdir(parents=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from prunebench.commands.common import (
     add_encoding_argument,
@@ -100,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
             add_bos=args.bos,
             max_windows=args.max_windows,
         )
-        result.update({"model": args.model, "text": text, "split": split, "dtype": args.dtype})
+        read_split = None if Path(text).is_file() else split  # a text file is its own text for every split
+        result.update({"model": args.model, "text": text, "split": read_split, "dtype": args.dtype})
         atomic_write_json(out, result)
-        print(f"{text} ({split}) @ {seqlen}: ppl {result['ppl']:.3f} over {result['tokens']} tokens")
+        print(
+            f"{text} ({read_split or 'file'}) @ {seqlen}: ppl {result['ppl']:.3f} over {result['tokens']} tokens"
+        )
     return 0

@@ -108,6 +108,9 @@ class WandaSp(Method):
     ratio_dependent = True
 
     no_streaming = None
+    streaming_note = (
+        "scoring stores the tokens; its per-ratio pass streams at prune time (prune --stream --scores)"
+    )
 
     def score(self, model: nn.Module, calibration: torch.Tensor, config: WandaSpConfig) -> Scores:
         """Check the inputs and store the calibration tokens (the only ratio-independent part)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from prunebench.data.text import check_text_source
+from prunebench.data.text import SPLITS, check_text_source
 from prunebench.errors import PrunebenchError, warn
 from prunebench.files import check_encoding
 from prunebench.models.context import context_length
@@ -183,6 +183,12 @@ def _check_texts(config: dict[str, Any], problems: Problems) -> None:
                 check_text_source(spec["data"], "validation", encoding)
     ppl = config["evaluation"]["ppl"]
     for name, source in ppl["datasets"].items():
+        if ppl["splits"].get(name, SPLITS[0]) not in SPLITS:
+            problems.add(
+                f"config.evaluation.ppl.splits.{name}",
+                f"unknown split {ppl['splits'][name]!r}; choose one of {', '.join(SPLITS)}",
+            )
+            continue
         with problems.under(f"config.evaluation.ppl.datasets.{name}"):
             check_text_source(source, ppl_split(ppl, name), encoding)
 
