@@ -236,9 +236,9 @@ def prune_model(
     method.check_ratio(skeleton, ratio, config)
     check_gpus(device, gpus)
     split = {"gpus": gpus, "gpu_memory": gpu_memory}
-    compute_device, device = device, "cpu" if stream else device
+    home = "cpu" if stream else device  # where the dense model is loaded; a streamed pass runs on device
     if ratio == 0:
-        model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device, **split)
+        model, tokenizer = load_pretrained(model_path, dtype=dtype, device=home, **split)
         plan = PruningPlan(model_path, method_name, config.to_dict(), 0.0, layers={})
         plan.notes["ratio 0"] = "nothing removed: no scores were computed or read"
         return write_pruned(model, tokenizer, plan, out_dir)
@@ -254,7 +254,7 @@ def prune_model(
     elif method.uses_calibration:
         check_context(skeleton, config.seqlen, "calibration seqlen")
         check_text_source(calib or config.calib_dataset, "train", encoding)
-    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=device, **split)
+    model, tokenizer = load_pretrained(model_path, dtype=dtype, device=home, **split)
     if scores is not None:
         check_fingerprint(scores.meta.get("base_fingerprint"), model, what)
     elif not method.uses_calibration:
@@ -262,13 +262,11 @@ def prune_model(
     else:
         source = calib or config.calib_dataset
         samples = _method_calibration(method, tokenizer, source, config, model_path, encoding)
-        scores = method.score(model, samples.to(device), config)
+        scores = method.score(model, samples.to(home), config)
         scores.check_finite(f"scores of {method_name}")
-    with measure_cost("select", device=compute_device) as cost:
+    with measure_cost("select", device=device) as cost:
         if stream:
-            plan = method.select_streamed(
-                scores, model, ratio, config, torch.device(compute_device), device_budget
-            )
+            plan = method.select_streamed(scores, model, ratio, config, torch.device(device), device_budget)
         else:
             plan = method.select(scores, model, ratio, config)
     plan.base_model = model_path
